@@ -1,0 +1,34 @@
+"""Pieces shared by the CLI commands: turning user errors into one line and exit status 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+USAGE_ERROR_EXIT = 2
+
+
+def fail(message: str) -> None:
+    """Print ``Error: message`` on stderr and exit with status 2."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(USAGE_ERROR_EXIT)
+
+
+def user_errors(func: F) -> F:
+    """Run a command body, turning :class:`GradlabError` into a one-line error and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from gradlab.errors import GradlabError
+
+        try:
+            return func(*args, **kwargs)
+        except GradlabError as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    return wrapper  # type: ignore[return-value]
