@@ -1,0 +1,60 @@
+"""The training options shared by ``gradlab compare`` (and anything else that trains)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from gradlab.config import AMP_MODES, NONFINITE_POLICIES, TrainConfig
+
+
+def train_options(func: Callable) -> Callable:
+    """Add one click option per training setting; defaults come from :class:`TrainConfig`."""
+    d = TrainConfig(model="")
+    options = [
+        click.option("--data", default=d.data, show_default=True,
+                     help="synthetic (built in, no download), cifar10, cifar100, mnist, fashion-mnist."),
+        click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+                     help="Directory holding real datasets (torchvision layout)."),
+        click.option("--download", is_flag=True, help="Let torchvision fetch a missing dataset."),
+        click.option("--augment", is_flag=True, help="Pad 4, random crop, flip (the ResNet paper's CIFAR recipe)."),
+        click.option("--steps", type=int, default=d.steps, show_default=True, help="Optimizer steps."),
+        click.option("--epochs", type=float, default=None, help="Train for epochs instead of --steps."),
+        click.option("--batch-size", type=int, default=d.batch_size, show_default=True,
+                     help="Global batch size (split across processes under torchrun)."),
+        click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default=d.optimizer,
+                     show_default=True),
+        click.option("--lr", type=float, default=d.lr, show_default=True, help="Learning rate."),
+        click.option("--momentum", type=float, default=d.momentum, show_default=True),
+        click.option("--nesterov", is_flag=True, help="Nesterov momentum (SGD)."),
+        click.option("--weight-decay", type=float, default=d.weight_decay, show_default=True),
+        click.option("--schedule", default=d.schedule, show_default=True,
+                     help="constant, cosine, or step:M1,M2[@FACTOR]."),
+        click.option("--warmup-steps", type=int, default=d.warmup_steps, show_default=True),
+        click.option("--seed", type=int, default=d.seed, show_default=True),
+        click.option("--device", default=d.device, show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--amp", type=click.Choice(list(AMP_MODES)), default=d.amp, show_default=True),
+        click.option("--clip", default=d.clip, show_default=True,
+                     help="none, norm:T, value:T, agc:LAMBDA, autoclip:PERCENTILE, zscore:Z."),
+        click.option("--on-nonfinite", type=click.Choice(list(NONFINITE_POLICIES)), default=d.on_nonfinite,
+                     show_default=True, help="Stop cleanly on a non-finite step, or skip that update."),
+        click.option("--eval-every", type=int, default=d.eval_every, show_default=True),
+        click.option("--record-every", type=int, default=d.record_every, show_default=True,
+                     help="Record gradients every N-th step."),
+        click.option("--metrics", type=click.Choice(["default", "all"]), default=d.metrics, show_default=True,
+                     help="default: gradient and weight norms; all: plus activation statistics."),
+        click.option("--train-size", type=int, default=None, help="Synthetic data: training images."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def config_from_options(model: str, options: dict[str, Any]) -> TrainConfig:
+    """Build the run settings from the parsed options (and consume them from ``options``)."""
+    names = set(TrainConfig.field_names())
+    values = {k: options.pop(k) for k in list(options) if k in names}
+    if values.get("epochs") is not None:
+        values["steps"] = None
+    return TrainConfig(model=model, **values)

@@ -1,0 +1,41 @@
+"""``gradlab run``: run an experiment file and write its report."""
+
+from __future__ import annotations
+
+import click
+
+from gradlab.cli._common import user_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--profile", default="cpu", show_default=True, help="Which [profiles.*] table to use (e.g. full).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Directory for the run directories (default: runs/<experiment name>).")
+@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
+              help="Report file (default: OUT/<experiment name>.html).")
+@click.option("--plotlyjs", type=click.Choice(["embed", "beside"]), default="embed", show_default=True,
+              help="Embed plotly.js in the report, or write it once beside it (for a gallery).")
+@click.option("--rerun", is_flag=True, help="Train again even where a finished run with the same settings exists.")
+@click.option("--limit", type=int, default=None, help="Run only the first N grid points.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@user_errors
+def run(file: str, profile: str, out: str | None, report_path: str | None, plotlyjs: str, rerun: bool,
+        limit: int | None, quiet: bool) -> None:
+    """Run every grid point of the experiment FILE (TOML) and write one report.
+
+    \b
+    Examples:
+      gradlab run experiments/plain_vs_residual.toml
+      gradlab run experiments/plain_vs_residual.toml --profile full --out runs/full
+    """
+    from gradlab.errors import GradlabError
+    from gradlab.experiment import run_experiment
+
+    if limit is not None and limit <= 0:
+        raise GradlabError(f"--limit must be positive, got {limit}")
+    report, run_dirs = run_experiment(file, profile=profile, out=out, report=report_path, rerun=rerun,
+                                      quiet=quiet, limit=limit, plotlyjs=plotlyjs)
+    for path in run_dirs:
+        click.echo(f"run: {path}")
+    click.echo(f"report: {report}")

@@ -1,0 +1,131 @@
+"""One forward and backward pass at initialisation: the quickest look at a network's gradient.
+
+``probe`` builds each model, runs one batch through it in training mode with the recorder
+attached, and returns per-layer gradient norms with the diagnosis: in seconds, before any
+GPU-day is spent on a network whose gradient never reaches its first layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from gradlab.errors import GradlabError
+
+
+@dataclass
+class ProbeResult:
+    """What one probe saw: the model spec, the recorded rows, and the diagnosis."""
+
+    spec: str
+    meta: dict[str, Any]
+    layers: pd.DataFrame
+    steps: pd.DataFrame
+    diagnosis: pd.DataFrame
+
+    def run(self):
+        """The probe as a :class:`gradlab.store.Run`, for reports."""
+        from gradlab.store import Run
+
+        return Run(path=Path(self.spec), meta=self.meta, layers=self.layers, steps=self.steps)
+
+
+def probe(
+    models: list[str],
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    data: str = "synthetic",
+    data_dir: str | None = None,
+) -> list[ProbeResult]:
+    """Probe each model spec on one batch of ``data`` at initialisation."""
+    from gradlab.data import load_data
+    from gradlab.diagnose import diagnose_run
+    from gradlab.models import build_model, parse_spec
+    from gradlab.recorder import GradientRecorder
+    from gradlab.train import resolve_device
+
+    if not models:
+        raise GradlabError("give at least one model spec, e.g. gradlab probe plain56:norm=none resnet56")
+    if batch_size <= 0:
+        raise GradlabError(f"batch size must be positive, got {batch_size}: pass e.g. --batch-size 64")
+    specs = [str(parse_spec(m)) for m in models]  # refuse bad specs before any work
+    dev = resolve_device(device)
+    bundle = load_data(data, data_dir=data_dir, seed=seed, train_size=max(batch_size, 64) if data == "synthetic" else None)
+    loader = torch.utils.data.DataLoader(bundle.train, batch_size=batch_size, shuffle=False)
+    x, y = next(iter(loader))
+    x, y = x.to(dev), y.to(dev)
+
+    results = []
+    for spec in specs:
+        torch.manual_seed(seed)
+        model = build_model(spec, num_classes=bundle.num_classes, in_channels=bundle.input_size[0]).to(dev)
+        model.train()
+        with GradientRecorder(model, metrics="all") as rec:
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+            loss.backward()
+            rec.step()
+            layers = rec.to_frame()
+            steps = pd.concat(
+                [rec.step_frame(), pd.DataFrame({"step": [0], "metric": ["loss"], "value": [float(loss)]})],
+                ignore_index=True,
+            )
+            meta = {
+                "name": spec,
+                "model": spec,
+                "status": "finished",
+                "spec": {"model": spec, "probe": True, "batch_size": batch_size, "seed": seed, "data": data},
+                "layers": rec.layer_table(),
+                "nonfinite_first": rec.nonfinite_first,
+                "num_params": sum(p.numel() for p in model.parameters()),
+            }
+        result = ProbeResult(spec, meta, layers, steps, pd.DataFrame())
+        result.diagnosis = diagnose_run(result.run())
+        results.append(result)
+    return results
+
+
+def format_probe(results: list[ProbeResult], max_rows: int = 200) -> str:
+    """The printed form: per-layer norms, first-to-last ratios and the diagnosis."""
+    from gradlab.diagnose import format_diagnosis
+
+    blocks = []
+    for r in results:
+        norms = r.layers[r.layers["metric"].isin(["grad_norm", "act_grad_norm"])]
+        cells = {(row.layer, row.metric): row.value for row in norms.itertuples()}
+        order = norms[["depth", "layer"]].drop_duplicates().sort_values("depth")
+        lines = [f"== {r.spec}  ({r.meta['num_params']:,} parameters)"]
+        lines.append(f"{'depth':>5}  {'layer':<32} {'grad_norm':>13} {'act_grad_norm':>13}")
+        for row in order.head(max_rows).itertuples():
+            lines.append(
+                f"{int(row.depth):>5}  {str(row.layer)[:32]:<32} "
+                f"{_fmt(cells.get((row.layer, 'grad_norm')))} "
+                f"{_fmt(cells.get((row.layer, 'act_grad_norm')))}"
+            )
+        if len(order) > max_rows:
+            lines.append(f"  ... {len(order) - max_rows} more layers")
+        lines.append(format_diagnosis(r.diagnosis))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def write_probe_report(results: list[ProbeResult], html: str | Path) -> Path:
+    """An HTML report of the probes (one step each: the init phase)."""
+    from gradlab.report import build_report
+
+    return build_report([r.run() for r in results], Path(html), title="gradlab probe at initialisation")
+
+
+def _fmt(value: float | None, width: int = 13) -> str:
+    """A norm for the table: '-' when not recorded, zeros marked as underflow."""
+    if value is None:
+        return f"{'-':>{width}}"
+    if value == 0.0:
+        return f"{'0 underflow':>{width}}"
+    return f"{value:>{width}.3e}"

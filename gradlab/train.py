@@ -1,0 +1,402 @@
+"""The training loop: one run of one model, with the recorder attached, written to a run store.
+
+``train(config)`` builds the data, the model and the optimiser from a :class:`TrainConfig`,
+trains on the GPU when there is one, and writes the run directory incrementally: a run that is
+killed keeps everything up to its last flush. Non-finite losses or gradients never end in a
+traceback: the step is counted, and the run either stops cleanly with its data saved or skips
+that update (``on_nonfinite``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from gradlab import distributed
+from gradlab._version import __version__
+from gradlab.config import TrainConfig
+from gradlab.errors import GradlabError
+
+DEFAULT_OUT = "runs"
+
+# Per-step scalars kept on the device and copied to the host once per flush, in this order.
+_STEP_FIELDS = (
+    "loss",
+    "train_acc",
+    "clip_norm_before",
+    "clip_norm_after",
+    "clip_threshold",
+    "clip_fired",
+    "nonfinite",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means CUDA when available, else the CPU; anything else must exist here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GradlabError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GradlabError(f"device {name!r} asked for but CUDA is not available: use --device cpu or auto")
+    return device
+
+
+def run_id(config: TrainConfig) -> str:
+    from gradlab.store import run_id_for
+
+    return run_id_for(config.to_dict())
+
+
+def run_dir_for(config: TrainConfig, out: str | Path = DEFAULT_OUT) -> Path:
+    """Where a run with these settings lives: ``OUT/<model-slug>-<hash of the settings>``."""
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", config.model).strip("_")[:60] or "run"
+    return Path(out) / f"{slug}-{run_id(config)}"
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path = DEFAULT_OUT,
+    *,
+    rerun: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """Train one run and return its directory (an existing finished run is reused).
+
+    Raises :class:`GradlabError` for bad settings before anything is written.
+    """
+    from gradlab.store import RunWriter, find_finished_run
+
+    config.validate()
+    path = run_dir_for(config, out)
+    if not rerun and find_finished_run(Path(out), run_id(config)) is not None:
+        return find_finished_run(Path(out), run_id(config))
+    _check_writable(Path(out))
+
+    device = resolve_device(config.device)
+    dist_info = distributed.setup(device.type)
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    try:
+        session = _Session(config, device, dist_info)
+        writer = None
+        if dist_info.is_main:
+            writer = RunWriter(path, session.meta(), overwrite=True)
+        with contextlib.ExitStack() as stack:
+            if writer is not None:
+                stack.enter_context(writer)
+            session.run(writer, quiet=quiet)
+    finally:
+        distributed.teardown(dist_info)
+    return path
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an output directory that cannot be written, without creating anything."""
+    import os
+
+    existing = out.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise GradlabError(f"cannot write to output directory {str(out)!r}: pass a writable --out")
+
+
+class _Session:
+    """Everything one run builds, and the loop over its steps."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, dist_info: distributed.DistInfo):
+        from gradlab.clipping import parse_clip
+        from gradlab.data import load_data
+        from gradlab.models import build_model, parse_spec
+        from gradlab.optim import make_optimizer, make_scheduler
+
+        self.config, self.device, self.dist = config, device, dist_info
+        self.model_spec = str(parse_spec(config.model))
+        self.clipper = parse_clip(config.clip)
+        self.data = load_data(
+            config.data,
+            data_dir=config.data_dir,
+            download=config.download,
+            augment=config.augment,
+            seed=config.seed,
+            train_size=config.train_size,
+            eval_size=config.eval_size,
+        )
+        n_train = len(self.data.train)
+        if config.steps is not None:
+            self.total_steps = config.steps
+        else:
+            self.total_steps = max(1, math.ceil(config.epochs * n_train / config.batch_size))
+
+        torch.manual_seed(config.seed)
+        model = build_model(
+            config.model, num_classes=self.data.num_classes, in_channels=self.data.input_size[0]
+        )
+        self.model = model.to(device)
+        self.clipper.prepare(self.model)
+        self.optimizer = make_optimizer(
+            self.model,
+            config.optimizer,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
+        self.scheduler = make_scheduler(
+            self.optimizer, config.schedule, self.total_steps, config.warmup_steps
+        )
+        try:
+            sampler = distributed.GlobalBatchSampler(
+                n_train, config.batch_size, config.seed, dist_info.rank, dist_info.world_size
+            )
+        except ValueError as exc:
+            raise GradlabError(str(exc)) from None
+        self.train_loader = torch.utils.data.DataLoader(self.data.train, batch_sampler=sampler)
+        self.eval_loader = torch.utils.data.DataLoader(
+            self.data.eval, batch_size=min(config.batch_size, 256), shuffle=False
+        )
+        self.trained: nn.Module = self.model
+        if dist_info.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.trained = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.scaler = None
+        if config.amp == "fp16":
+            self.scaler = torch.amp.GradScaler(device.type)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.started = time.time()
+
+    # -- metadata ---------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "name": self.model_spec,
+            "run_id": run_id(config),
+            "model": self.model_spec,
+            "spec": config.to_dict(),
+            "seed": config.seed,
+            "device": _device_name(self.device),
+            "world_size": self.dist.world_size,
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "gradlab": __version__,
+            },
+            "git_rev": _git_revision(),
+            "num_steps": self.total_steps,
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "data": {
+                "name": self.data.name,
+                "train_size": len(self.data.train),
+                "eval_size": len(self.data.eval),
+                "num_classes": self.data.num_classes,
+                "input_size": list(self.data.input_size),
+            },
+            "command": " ".join(sys.argv),
+        }
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, writer, *, quiet: bool) -> None:
+        from gradlab.recorder import GradientRecorder
+
+        config = self.config
+        recorder = GradientRecorder(
+            self.model,
+            every=config.record_every,
+            metrics=None if config.metrics == "default" else "all",
+        )
+        progress = _progress(self.total_steps, quiet or not self.dist.is_main, self.model_spec)
+        pending: list[torch.Tensor] = []  # per-step scalars, still on the device
+        pending_steps: list[int] = []
+        host_rows: list[tuple[int, str, float]] = []  # lr, eval and skip rows
+        status, error = "finished", None
+        counts = {"nonfinite": 0, "skipped": 0}
+        batches = iter(self.train_loader)
+        step = -1
+
+        def flush() -> None:
+            if writer is None:
+                recorder.pop_frame()
+                recorder.pop_step_frame()
+                pending.clear(), pending_steps.clear(), host_rows.clear()
+                return
+            rows = list(host_rows)
+            if pending:
+                values = torch.stack(pending).float().cpu().tolist()
+                for s, vals in zip(pending_steps, values):
+                    rows.extend((s, name, v) for name, v in zip(_STEP_FIELDS, vals))
+            frame = pd.DataFrame(rows, columns=["step", "metric", "value"])
+            writer.append_steps(pd.concat([frame, recorder.pop_step_frame()], ignore_index=True))
+            writer.append_layers(recorder.pop_frame())
+            writer.update_meta(
+                layers=recorder.layer_table(),
+                nonfinite_first=recorder.nonfinite_first,
+                steps_done=step + 1,
+                nonfinite_steps=counts["nonfinite"],
+                skipped_steps=counts["skipped"],
+                wall_time_s=round(time.time() - self.started, 3),
+            )
+            writer.flush()
+            pending.clear(), pending_steps.clear(), host_rows.clear()
+
+        try:
+            with recorder:
+                for step in range(self.total_steps):
+                    x, y = next(batches)
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    scalars, bad = self._step(x, y, recorder)
+                    pending.append(scalars)
+                    pending_steps.append(step)
+                    host_rows.append((step, "lr", lr))
+                    if bad:
+                        counts["nonfinite"] += 1
+                        if config.on_nonfinite == "stop" and self.scaler is None:
+                            status = "failed"
+                            error = (
+                                f"non-finite loss or gradients at step {step}; the run stopped "
+                                "there with its records saved (on_nonfinite='skip' skips such steps)"
+                            )
+                            break
+                        counts["skipped"] += 1
+                        host_rows.append((step, "skipped", 1.0))
+                    if self.scaler is not None:
+                        host_rows.append((step, "amp_scale", float(self.scaler.get_scale())))
+                    last = step == self.total_steps - 1
+                    if (step + 1) % config.eval_every == 0 or last:
+                        for name, value in self._evaluate().items():
+                            host_rows.append((step, name, value))
+                    if (step + 1) % config.flush_every == 0 or last:
+                        progress.set_postfix(self._postfix(pending), refresh=False)
+                        flush()
+                    progress.update(1)
+            flush()
+        except KeyboardInterrupt:
+            flush()
+            if writer is not None:
+                writer.close("stopped", error="interrupted")
+            raise
+        finally:
+            progress.close()
+        if writer is not None:
+            writer.update_meta(wall_time_s=round(time.time() - self.started, 3))
+            writer.close(status, error=error)
+        if error and not quiet and self.dist.is_main:
+            print(f"warning: {error}", file=sys.stderr)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, recorder) -> tuple[torch.Tensor, bool]:
+        """One optimizer step. Returns the step's scalars (on the device) and whether it was non-finite."""
+        self.optimizer.zero_grad(set_to_none=True)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            logits = self.trained(x)
+            loss = self.loss_fn(logits.float(), y)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # the recorder and the clipper see true values
+        else:
+            loss.backward()
+        recorder.step()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        clip = self.clipper.clip(params)
+        acc = (logits.detach().argmax(1) == y).float().mean()
+        finite = torch.isfinite(loss.detach()) & torch.isfinite(clip.norm_before)
+        scalars = torch.stack(
+            [
+                loss.detach().float(),
+                acc,
+                clip.norm_before.float(),
+                clip.norm_after.float(),
+                torch.as_tensor(clip.threshold, dtype=torch.float32, device=acc.device),
+                torch.as_tensor(clip.fired, dtype=torch.float32, device=acc.device),
+                (~finite).float(),
+            ]
+        )
+        # The one host sync of the loop: whether to apply this update at all.
+        bad = not bool(finite)
+        if self.scaler is not None:
+            # GradScaler skips non-finite steps itself and lowers its scale.
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif not bad:
+            self.optimizer.step()
+        self.scheduler.step()
+        return scalars, bad
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total, correct, loss_sum = 0, 0, 0.0
+        for i, (x, y) in enumerate(self.eval_loader):
+            if self.config.eval_batches is not None and i >= self.config.eval_batches:
+                break
+            x, y = x.to(self.device), y.to(self.device)
+            logits = model(x).float()
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += y.numel()
+        model.train(was_training)
+        if total == 0:
+            return {}
+        return {"eval_loss": loss_sum / total, "eval_acc": correct / total}
+
+    @staticmethod
+    def _postfix(pending: list[torch.Tensor]) -> dict[str, str]:
+        if not pending:
+            return {}
+        loss, acc = pending[-1][0].item(), pending[-1][1].item()
+        return {"loss": f"{loss:.3f}", "acc": f"{acc:.2f}"}
+
+
+def _progress(total: int, disable: bool, label: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        desc=label[:30],
+        unit="step",
+        disable=disable or not sys.stderr.isatty(),
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def _git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
