@@ -1,0 +1,295 @@
+"""Forward hooks: the layers' forward execution order, activation statistics, and dL/dh.
+
+One forward hook per layer does three jobs:
+
+- on the first forward it notes the order in which layers produce their outputs (depth);
+- while armed (only for a step that will be recorded) it reduces the output to a few scalars
+  on the device (see reduce.py): on CUDA one ``var_mean`` kernel (mean and variance) plus one
+  counting kernel for ReLU-family (non-zeros) and sigmoid/tanh layers (outputs inside the
+  non-saturated band); on the CPU, where those kernels are slow, shifted sums instead;
+- while armed it registers a tensor hook on the output, which adds the gradient's sum of
+  squares: dL/dh at the layer's output. Tensor hooks, not full backward module hooks, so
+  in-place activations after the layer (``ReLU(inplace=True)``) are fine: a hook registered
+  before an in-place op receives the gradient of the value the layer produced.
+
+The scalars are kept as 0-d device tensors in Python lists until ``finalize`` merges them with
+a few vectorised kernels (in float64, so that the variance of many calls, micro-batches or
+ranks is combined without cancellation). No activation, no graph node is kept: the lists hold
+only the reduced scalars.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from gradlab.recorder import dist as rdist
+from gradlab.recorder.layers import Layer
+from gradlab.recorder.metrics import (
+    ACT_DEAD_FRAC,
+    ACT_GRAD_NORM,
+    ACT_MEAN,
+    ACT_SATURATED_FRAC,
+    ACT_STD,
+    saturation_band,
+)
+from gradlab.recorder.reduce import host_to_device, in_band_count, moments, nonzero_count
+from gradlab.recorder.reduce import sumsq as _sumsq
+
+_in_backward = getattr(torch._C, "_current_graph_task_id", lambda: -1)
+
+
+def _first_tensor(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    return None
+
+
+class ForwardTap:
+    """The forward hooks of one recorder and the activation scalars of the current step."""
+
+    def __init__(self, layers: Sequence[Layer], metrics: Sequence[str], saturation_threshold: float,
+                 ranks: rdist.Ranks) -> None:
+        self.layers = list(layers)
+        self.num_layers = len(layers)
+        self.ranks = ranks
+        self.want_grad = ACT_GRAD_NORM in metrics
+        self.want_stats = bool({ACT_MEAN, ACT_STD, ACT_DEAD_FRAC, ACT_SATURATED_FRAC} & set(metrics))
+        self.want_any = self.want_grad or self.want_stats
+        self.is_relu = [ACT_DEAD_FRAC in metrics and layer.kind == "relu" for layer in layers]
+        # plain ReLU / ReLU6 outputs are never negative: counting non-zeros is cheaper there
+        self.nonneg = [isinstance(layer.module, (torch.nn.ReLU, torch.nn.ReLU6)) for layer in layers]
+        self.band: list[tuple[float, float] | None] = [
+            saturation_band(layer.kind, saturation_threshold)
+            if ACT_SATURATED_FRAC in metrics and layer.kind in ("sigmoid", "tanh") else None
+            for layer in layers
+        ]
+        self.has_relu = np.array(self.is_relu, dtype=bool)
+        self.has_band = np.array([b is not None for b in self.band], dtype=bool)
+
+        self.handles: list[Any] = []
+        self.armed = False
+        self.removed = False
+        self.discovering = True
+        self.order: list[int] = []
+        self._seen = bytearray(self.num_layers)
+        self.compiled_seen = False  # a compiled graph calls our hooks: never detach them again
+        self._from_compiled = None
+        if self.want_any:
+            # A compiled forward reaches the hook through this entry, which dynamo does not trace
+            # (a graph break), so the statistics and tensor hooks run eagerly there too.
+            self._from_compiled = torch.compiler.disable(self._on_output_from_compiled)
+        self._cache: dict[Any, torch.Tensor] = {}
+        self._clear()
+
+    # -- hooks ----------------------------------------------------------------------------
+    def attach(self) -> None:
+        if not self.handles and not self.removed:
+            self.handles = [
+                layer.module.register_forward_hook(partial(self._on_output, layer.index))
+                for layer in self.layers
+            ]
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def arm(self, on: bool) -> None:
+        """Hooks work only for steps that are recorded; between them they are detached."""
+        on = on and self.want_any and not self.removed
+        self.armed = on
+        if on:
+            self.attach()
+        elif not self.discovering and not self.compiled_seen:
+            self.detach()
+
+    def finish_discovery(self) -> list[int]:
+        """Layer indices in forward order; layers never run follow in registration order."""
+        self.discovering = False
+        seen = set(self.order)
+        return self.order + [i for i in range(self.num_layers) if i not in seen]
+
+    def remove(self) -> None:
+        self.removed = True
+        self.armed = False
+        self.detach()
+        self._clear()
+        self._cache.clear()
+
+    def _on_output(self, idx: int, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if torch.compiler.is_compiling():
+            # Traced by dynamo: default metrics add nothing to the graph; activation metrics
+            # leave it through the disabled entry.
+            if self._from_compiled is not None:
+                self._from_compiled(idx, output)
+            return None
+        if self.discovering and not self._seen[idx]:
+            self._seen[idx] = 1
+            self.order.append(idx)
+        if self.armed:
+            self._observe(idx, output)
+        return None
+
+    def _on_output_from_compiled(self, idx: int, output: Any) -> None:
+        self.compiled_seen = True
+        if self.discovering and not self._seen[idx]:
+            self._seen[idx] = 1
+            self.order.append(idx)
+        if self.armed and not self.removed:
+            self._observe(idx, output)
+
+    def _observe(self, idx: int, output: Any) -> None:
+        x = _first_tensor(output)
+        if x is None or not x.is_floating_point() or x.numel() == 0:
+            return
+        # Evaluation under no_grad and re-computation during backward (checkpointing) are not
+        # part of the training step.
+        if not torch.is_grad_enabled() or _in_backward() != -1:
+            return
+        if self.want_stats:
+            xd = x.detach()
+            kind, vals = moments(xd)
+            if kind == "mv":
+                self.f_idx.append(idx)
+                self.f_n.append(xd.numel())
+                self.f_a.append(vals[0])
+                self.f_b.append(vals[1])
+            else:
+                self.l_idx.append(idx)
+                self.l_n.append(xd.numel())
+                self.l_c.append(vals[0])
+                self.l_a.append(vals[1])
+                self.l_b.append(vals[2])
+            if self.is_relu[idx]:
+                self.d_idx.append(idx)
+                self.d_cnt.append(nonzero_count(xd, self.nonneg[idx]))
+            band = self.band[idx]
+            if band is not None:
+                self.s_idx.append(idx)
+                self.s_cnt.append(in_band_count(xd, *band))
+        if self.want_grad and x.requires_grad:
+            x.register_hook(partial(self._on_grad, idx))
+
+    def _on_grad(self, idx: int, g: torch.Tensor) -> None:
+        if self.armed and not self.removed:
+            self.g_idx.append(idx)
+            self.g_sq.append(_sumsq(g))
+        return None
+
+    # -- per step ---------------------------------------------------------------------------
+    _STAGED = ("f_idx", "f_n", "f_a", "f_b", "l_idx", "l_n", "l_c", "l_a", "l_b",
+               "d_idx", "d_cnt", "s_idx", "s_cnt", "g_idx", "g_sq")
+
+    def _clear(self) -> None:
+        # f_*: (index, count, mean, variance); l_*: (index, count, shift c, sum of x - c, sum
+        # of (x - c)^2); d_*: non-zero counts; s_*: in-band counts; g_*: dL/dh sums of squares.
+        for name in self._STAGED:
+            setattr(self, name, [])
+        self._mark: dict[str, int] | None = None
+
+    def discard(self) -> None:
+        """Forget the current step's scalars (a step that is not recorded, or was skipped)."""
+        self._clear()
+
+    def mark(self) -> None:
+        """Remember where the scalars of the forward pass about to start begin."""
+        self._mark = {name: len(getattr(self, name)) for name in self._STAGED}
+
+    def discard_before_mark(self) -> None:
+        """Forget the scalars staged before the last mark (they belong to a skipped step);
+        without a mark since the last step (a compiled forward), forget everything."""
+        if self._mark is None:
+            self._clear()
+            return
+        for name in self._STAGED:
+            del getattr(self, name)[: self._mark[name]]
+        self._mark = None
+
+    def _const(self, values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        # Index and count vectors repeat from step to step: build each on the device once.
+        key = (tuple(values), dtype, device)
+        t = self._cache.get(key)
+        if t is None:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            t = host_to_device(values, dtype, device)
+            self._cache[key] = t
+        return t
+
+    def finalize(self, views: dict[str, torch.Tensor], device: torch.device,
+                 grad_scale: torch.Tensor | float | None = None) -> dict[str, np.ndarray]:
+        """Merges the step's scalars into per-layer values written to ``views``; returns the
+        per-metric validity masks. Under torch.distributed the sums cover all ranks.
+        ``grad_scale`` is a GradScaler's loss scale, divided out of dL/dh."""
+        L = self.num_layers
+        acc = torch.float32 if device.type == "mps" else torch.float64
+        # Columns: count, sum, sum of squares, non-zeros, inside band, gradient sum of squares.
+        sums = torch.zeros(L, 6, dtype=acc, device=device)
+        long = torch.long
+        if self.f_idx:
+            n = self._const(self.f_n, acc, device)
+            mean = torch.stack(self.f_a).to(acc)
+            var = torch.stack(self.f_b).to(acc)
+            part = torch.stack([n, n * mean, n * (var + mean * mean)], 1)
+            sums[:, :3].index_add_(0, self._const(self.f_idx, long, device), part)
+        if self.l_idx:
+            n = self._const(self.l_n, acc, device)
+            c = torch.stack(self.l_c).to(acc)
+            s1 = torch.stack(self.l_a).to(acc)
+            s2 = torch.stack(self.l_b).to(acc)
+            mean = c + s1 / n
+            var = torch.clamp_min((s2 - s1 * s1 / n) / n, 0.0)
+            part = torch.stack([n, n * mean, n * (var + mean * mean)], 1)
+            sums[:, :3].index_add_(0, self._const(self.l_idx, long, device), part)
+        if self.d_idx:
+            sums[:, 3].index_add_(0, self._const(self.d_idx, long, device), torch.stack(self.d_cnt).to(acc))
+        if self.s_idx:
+            sums[:, 4].index_add_(0, self._const(self.s_idx, long, device), torch.stack(self.s_cnt).to(acc))
+        if self.g_idx:
+            sums[:, 5].index_add_(0, self._const(self.g_idx, long, device), torch.stack(self.g_sq).to(acc))
+        if self.ranks.distributed:
+            rdist.all_reduce_sum(sums)
+            # Each rank's dL/dh is of its local mean loss; the global mean loss scales it by
+            # 1/world_size, as DDP's gradient averaging does for the parameters.
+            sums[:, 5] /= float(self.ranks.world_size) ** 2
+        if grad_scale is not None and self.g_idx:
+            scale = grad_scale
+            if isinstance(scale, torch.Tensor):
+                scale = scale.to(device=device, dtype=acc)
+            sums[:, 5] /= scale * scale
+
+        stat = np.zeros(L, dtype=bool)
+        stat[self.f_idx] = True
+        stat[self.l_idx] = True
+        grad = np.zeros(L, dtype=bool)
+        grad[self.g_idx] = True
+        count, s1, s2 = sums[:, 0], sums[:, 1], sums[:, 2]
+        masks: dict[str, np.ndarray] = {}
+        if ACT_MEAN in views or ACT_STD in views:
+            mean = s1 / count
+            if ACT_MEAN in views:
+                views[ACT_MEAN].copy_(mean)
+                masks[ACT_MEAN] = stat
+            if ACT_STD in views:
+                var = torch.clamp_min(s2 / count - mean * mean, 0.0)
+                views[ACT_STD].copy_(torch.sqrt(var))
+                masks[ACT_STD] = stat
+        if ACT_DEAD_FRAC in views:
+            views[ACT_DEAD_FRAC].copy_((count - sums[:, 3]) / count)
+            masks[ACT_DEAD_FRAC] = stat & self.has_relu
+        if ACT_SATURATED_FRAC in views:
+            views[ACT_SATURATED_FRAC].copy_((count - sums[:, 4]) / count)
+            masks[ACT_SATURATED_FRAC] = stat & self.has_band
+        if ACT_GRAD_NORM in views:
+            views[ACT_GRAD_NORM].copy_(torch.sqrt(sums[:, 5]))
+            masks[ACT_GRAD_NORM] = grad
+        self._clear()
+        return masks

@@ -1,0 +1,449 @@
+"""GradientRecorder: per-layer gradient-flow metrics from any training loop."""
+
+from __future__ import annotations
+
+import numbers
+import weakref
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from gradlab.errors import GradlabError
+from gradlab.recorder import dist as rdist
+from gradlab.recorder.activations import ForwardTap
+from gradlab.recorder.buffer import Chunk, RecordBuffer, split_rows
+from gradlab.recorder.frames import layer_frame, step_frame
+from gradlab.recorder.layers import Layer, LayerSelection, select_layers, unwrap
+from gradlab.recorder.metrics import (
+    ACT_GRAD_NORM,
+    ACTIVATION_METRICS,
+    DEFAULT_SATURATION_THRESHOLD,
+    GRAD_NONFINITE,
+    GRAD_NORM,
+    LAYER_METRICS,
+    PARAM_METRICS,
+    SKIPPED,
+    TOTAL_GRAD_NORM,
+    UPDATE_RATIO,
+    WEIGHT_NORM,
+    check_saturation_threshold,
+    parse_metrics,
+)
+from gradlab.recorder.paramstats import ParamStats
+
+#: Per-step metric names as they appear in step frames.
+_STEP_NAMES = (TOTAL_GRAD_NORM, SKIPPED)
+_DEFAULT_CAPACITY = 64
+
+
+def _schedule(every: Any) -> Callable[[int], bool]:
+    if callable(every):
+        return lambda step: bool(every(step))
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral):
+        raise GradlabError(
+            f"every must be a positive int or a callable(step) -> bool, got {every!r}: pass e.g. every=10"
+        )
+    if every <= 0:
+        raise GradlabError(
+            f"every must be a positive number of steps, got {every}: pass e.g. every=1 or every=10"
+        )
+    n = int(every)
+    return lambda step: step % n == 0
+
+
+class GradientRecorder:
+    """Records per-layer gradient-flow metrics of ``model`` at the steps ``every`` selects.
+
+    Use it in any loop: call :meth:`step` after ``loss.backward()`` (and after
+    ``scaler.unscale_(optimizer)`` with AMP) and before ``optimizer.step()``; or pass
+    ``optimizer=`` and it records from the optimizer's step pre-hook by itself. Read the
+    records with :meth:`to_frame` / :meth:`step_frame`, or drain them with :meth:`pop_frame` /
+    :meth:`pop_step_frame`. :meth:`remove` (or leaving the ``with`` block) takes every hook off.
+
+    Args:
+        model: the ``nn.Module`` (DDP / torch.compile wrappers are looked through).
+        optimizer: record from this optimizer's step pre-hook instead of explicit ``step()`` calls.
+        every: record every n-th step (int > 0), or a callable ``step -> bool``.
+        metrics: None (grad_norm, weight_norm, grad_nonfinite, total_grad_norm), "all", or a
+            list of names from :data:`gradlab.recorder.ALL_METRICS`.
+        layers: None for the default layers (modules owning parameters, activation and
+            normalisation modules), or module names, a module type or tuple of types, or a
+            predicate ``(name, module) -> bool``.
+        saturation_threshold: a sigmoid/tanh output counts as saturated where the derivative is
+            below this fraction of its maximum.
+        capacity: recorded steps held in the device buffer before one batched copy to the host.
+        scaler: the ``torch.amp.GradScaler`` of the loop, if any. Parameter gradients are read
+            after unscaling anyway; act_grad_norm is taken during backward, on scaled
+            gradients, and is divided by this scaler's current scale.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        every: int | Callable[[int], bool] = 1,
+        metrics: str | Iterable[str] | None = None,
+        layers: LayerSelection = None,
+        saturation_threshold: float = DEFAULT_SATURATION_THRESHOLD,
+        capacity: int = _DEFAULT_CAPACITY,
+        scaler: Any = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise GradlabError(
+                f"GradientRecorder needs a torch.nn.Module, got {type(model).__name__}: "
+                "pass the model itself, e.g. GradientRecorder(model)"
+            )
+        if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook"):
+            raise GradlabError(
+                f"optimizer= must be a torch.optim.Optimizer, got {type(optimizer).__name__}: "
+                "pass the optimizer whose step() should trigger recording, or leave it out"
+            )
+        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity <= 0:
+            raise GradlabError(f"capacity must be a positive int, got {capacity!r}: pass e.g. capacity=64")
+        self._schedule = _schedule(every)
+        self.metrics: tuple[str, ...] = parse_metrics(metrics)
+        self._threshold = check_saturation_threshold(saturation_threshold)
+        self._capacity = int(capacity)
+        self._root = unwrap(model)
+        self.layers: list[Layer] = select_layers(self._root, layers)
+        self._ranks = rdist.current_ranks()
+        self._optimizer = optimizer
+        if scaler is not None and not hasattr(scaler, "get_scale"):
+            raise GradlabError(
+                f"scaler= must be a torch.amp.GradScaler, got {type(scaler).__name__}: "
+                "pass the loop's scaler or leave it out"
+            )
+        self._scaler = scaler
+
+        self._want_params = bool(set(self.metrics) & PARAM_METRICS)
+        self._want_acts = bool(set(self.metrics) & ACTIVATION_METRICS)
+        self._layout()
+
+        self._tap = ForwardTap(self.layers, self.metrics, self._threshold, self._ranks)
+        self._params: ParamStats | None = None
+        self._buf: RecordBuffer | None = None
+        self._layer_chunks: list[Chunk] = []
+        self._step_chunks: list[Chunk] = []
+        self._nonfinite_first: dict[str, Any] | None = None
+        self._device: torch.device | None = None
+        self._depth = np.arange(len(self.layers), dtype=np.int64)
+        self._ready = False  # layout finalised at the first step (device, depth, parameters)
+        self._grads_seen = False
+        self._removed = False
+        self._step = 0
+        self._handles: list[Any] = []
+        self._backward_since_step = False
+
+        self._next = self._schedule(0)
+        self._tap.attach()  # the first forward teaches the depth order
+        self._tap.arm(self._next)
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
+            self._watch_skips()
+
+    # -- layout of a buffer row -------------------------------------------------------------
+    def _layout(self) -> None:
+        L = len(self.layers)
+        self._blocks: dict[str, slice] = {}
+        col_layer, col_metric = [], []
+        for mi, m in enumerate(LAYER_METRICS):
+            if m in self.metrics:
+                self._blocks[m] = slice(len(col_layer), len(col_layer) + L)
+                col_layer.extend(range(L))
+                col_metric.extend([mi] * L)
+        self._layer_width = len(col_layer)
+        self._total_col = None
+        if TOTAL_GRAD_NORM in self.metrics:
+            self._total_col = len(col_layer)
+        width = self._layer_width + (self._total_col is not None)
+        self._width = max(width, 1)
+        self._col_layer = np.array(col_layer + [0] * (self._width - len(col_layer)), dtype=np.int64)
+        self._col_metric = np.array(col_metric + [0] * (self._width - len(col_metric)), dtype=np.int64)
+        # step columns: the device ones, then one virtual column per host-made step metric
+        self._step_col_metric = np.zeros(self._width + len(_STEP_NAMES), dtype=np.int64)
+        if self._total_col is not None:
+            self._step_col_metric[self._total_col] = _STEP_NAMES.index(TOTAL_GRAD_NORM)
+        self._skip_col = self._width + _STEP_NAMES.index(SKIPPED)
+        self._step_col_metric[self._skip_col] = _STEP_NAMES.index(SKIPPED)
+
+    def _finalise(self) -> None:
+        """At the first step: depth from the forward order, parameters and device fixed."""
+        order = self._tap.finish_discovery()
+        self._depth = np.empty(len(self.layers), dtype=np.int64)
+        self._depth[order] = np.arange(len(order))
+        for layer in self.layers:
+            layer.depth = int(self._depth[layer.index])
+            # Read again: fully_shard or .to() may have replaced parameters since construction.
+            layer.params = list(layer.module.parameters(recurse=layer.recurse))
+            layer.num_params = sum(p.numel() for p in layer.params)
+        all_params = list(self._root.parameters())
+        self._all_params = all_params
+        first = next((p for p in all_params if p.grad is not None), None)
+        if first is None:
+            first = next(iter(all_params), None)
+        self._device = rdist.local(first).device if first is not None else torch.device("cpu")
+        if self._want_params:
+            self._params = ParamStats(self.layers, all_params, self.metrics, self._device)
+        self._buf = RecordBuffer(self._width, self._capacity, self._device, self._ranks.keeps_records,
+                                 self._on_rows)
+        self._ready = True
+
+    # -- stepping ---------------------------------------------------------------------------
+    @property
+    def current_step(self) -> int:
+        """Index of the next optimizer step (0 before the first)."""
+        return self._step
+
+    def step(self) -> bool:
+        """Records the current optimizer step if the schedule says so, then advances the counter.
+
+        Call it after ``backward()`` (after ``scaler.unscale_`` with AMP) and before
+        ``optimizer.step()``. Returns whether this step was recorded.
+        """
+        if self._removed:
+            raise GradlabError("this recorder was removed: create a new GradientRecorder to record again")
+        if self._optimizer is not None:
+            raise GradlabError(
+                "this recorder records from optimizer.step() itself (optimizer= was given): "
+                "remove the rec.step() call, or create the recorder without optimizer="
+            )
+        return self._advance()
+
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if not self._removed:
+            self._advance()
+
+    def _advance(self) -> bool:
+        s = self._step
+        if not self._grads_seen:
+            params = self._all_params if self._ready else list(self._root.parameters())
+            if not any(p.grad is not None for p in params):
+                raise GradlabError(
+                    "step() was called before any backward(): call loss.backward() first, "
+                    "then rec.step(), then optimizer.step()"
+                )
+            self._grads_seen = True
+        if not self._ready:
+            self._finalise()
+        recorded = self._next
+        if recorded:
+            self._record(s)
+        else:
+            self._tap.discard()
+        self._move_to(s + 1)
+        return recorded
+
+    def _move_to(self, step: int) -> None:
+        self._step = step
+        self._next = self._schedule(step)
+        self._tap.arm(self._next)
+        self._backward_since_step = False
+
+    def _record(self, step: int) -> None:
+        buf = self._buf
+        row = buf.row()
+        views = {m: row[sl] for m, sl in self._blocks.items()}
+        total = row[self._total_col] if self._total_col is not None else None
+        L = len(self.layers)
+        masks: dict[str, np.ndarray] = {}
+        has_total = False
+        with torch.no_grad():
+            if self._params is not None:
+                ps = self._params
+                if GRAD_NORM in views or GRAD_NONFINITE in views or total is not None:
+                    gmask = ps.record_grads(views, total)
+                    if gmask is not None:
+                        masks[GRAD_NORM] = masks[GRAD_NONFINITE] = gmask
+                        has_total = True
+                if ps.want_weight:
+                    update_ok = ps.record_weights(views)
+                    masks[WEIGHT_NORM] = ps.layer_has_params
+                    if update_ok:
+                        masks[UPDATE_RATIO] = ps.layer_has_params
+            if self._want_acts:
+                masks.update(self._tap.finalize(views, self._device, self._grad_scale()))
+        if not buf.keep:
+            buf.commit(step, None)
+            return
+        valid = np.zeros(self._width, dtype=bool)
+        none = np.zeros(L, dtype=bool)
+        for m, sl in self._blocks.items():
+            valid[sl] = masks.get(m, none)
+        if self._total_col is not None:
+            valid[self._total_col] = has_total
+        buf.commit(step, valid)
+
+    def _grad_scale(self) -> torch.Tensor | float | None:
+        """The GradScaler's current loss scale, as a device tensor when it has one (no sync)."""
+        scaler = self._scaler
+        if scaler is None or not scaler.is_enabled():
+            return None
+        scale = getattr(scaler, "_scale", None)
+        return scale if isinstance(scale, torch.Tensor) else float(scaler.get_scale())
+
+    # -- skipped steps (optimizer mode) -----------------------------------------------------
+    def _watch_skips(self) -> None:
+        """GradScaler skips optimizer.step() on non-finite gradients, so the pre-hook never runs.
+
+        A skipped step shows as gradients cleared (``zero_grad(set_to_none=True)``) after a
+        backward, with no optimizer step in between. That is seen at the next forward (if the
+        loop clears gradients before it) or at the next backward's first gradient (if it clears
+        them after the forward). Loops that zero gradients in place are not detected.
+        """
+        probe = next((p for p in self._root.parameters() if p.requires_grad), None)
+        if probe is None or not hasattr(probe, "register_post_accumulate_grad_hook"):
+            return
+        self._probe = probe
+        self._probe_grad: weakref.ref | None = None
+        self._handles.append(probe.register_post_accumulate_grad_hook(self._on_probe_grad))
+        self._handles.append(self._root.register_forward_pre_hook(self._on_root_forward))
+
+    def _on_probe_grad(self, p: torch.Tensor) -> None:
+        last = self._probe_grad() if self._probe_grad is not None else None
+        if self._backward_since_step and last is not p.grad and not self._removed:
+            # Cleared and refilled without an optimizer step: keep what the current step's
+            # forward passes staged, drop the skipped step's.
+            self._skipped(keep_since_forward=True)
+        self._probe_grad = weakref.ref(p.grad) if p.grad is not None else None
+        self._backward_since_step = True
+
+    def _on_root_forward(self, module: nn.Module, args: Any) -> None:
+        if torch.compiler.is_compiling() or self._removed:
+            return None
+        if self._backward_since_step and self._probe.grad is None:
+            self._skipped(keep_since_forward=False)
+        self._tap.mark()
+        return None
+
+    def _skipped(self, keep_since_forward: bool) -> None:
+        s = self._step
+        if self._ranks.keeps_records:
+            self._step_chunks.append(
+                Chunk(np.array([s], np.int64), np.array([self._skip_col], np.int64),
+                      np.ones((1, 1), np.float32))
+            )
+        armed = self._tap.armed
+        self._move_to(s + 1)
+        if keep_since_forward and armed and self._tap.armed:
+            self._tap.discard_before_mark()
+        else:
+            self._tap.discard()
+
+    # -- host side --------------------------------------------------------------------------
+    def _on_rows(self, steps: np.ndarray, mask: np.ndarray, values: np.ndarray) -> None:
+        layer_chunks = split_rows(steps, mask, values, 0, self._layer_width)
+        self._layer_chunks.extend(layer_chunks)
+        if self._total_col is not None:
+            self._step_chunks.extend(split_rows(steps, mask, values, self._layer_width, self._width))
+        if self._nonfinite_first is None:
+            for ch in layer_chunks:
+                self._scan_nonfinite(ch)
+
+    def _scan_nonfinite(self, ch: Chunk) -> None:
+        metric = self._col_metric[ch.cols]
+        names = np.asarray(LAYER_METRICS)[metric]
+        count_cols = names == GRAD_NONFINITE
+        norm_cols = (names == GRAD_NORM) | (names == ACT_GRAD_NORM)
+        bad = (count_cols[None, :] & (ch.values != 0)) | (norm_cols[None, :] & ~np.isfinite(ch.values))
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.size == 0:
+            return
+        r = rows[0]
+        step = int(ch.steps[r])
+        if self._nonfinite_first is not None and self._nonfinite_first["step"] <= step:
+            return
+        layers = self._col_layer[ch.cols[bad[r]]]
+        # first in backward order: the deepest layer, which the backward pass reaches first
+        deepest = layers[np.argmax(self._depth[layers])]
+        self._nonfinite_first = {"step": step, "layer": self.layers[int(deepest)].name}
+
+    def _sync(self) -> None:
+        if self._buf is not None:
+            self._buf.sync()
+
+    def _layer_frame(self, chunks: list[Chunk]) -> pd.DataFrame:
+        return layer_frame(chunks, self._col_layer, self._col_metric, [layer.name for layer in self.layers],
+                           self._depth, LAYER_METRICS)
+
+    def to_frame(self) -> pd.DataFrame:
+        """All per-layer records kept so far: columns step, layer, depth, metric, value."""
+        self._sync()
+        return self._layer_frame(self._layer_chunks)
+
+    def pop_frame(self) -> pd.DataFrame:
+        """The per-layer records since the last pop, which are then forgotten (bounded memory)."""
+        self._sync()
+        chunks, self._layer_chunks = self._layer_chunks, []
+        return self._layer_frame(chunks)
+
+    def step_frame(self) -> pd.DataFrame:
+        """All per-step records kept so far: columns step, metric, value."""
+        self._sync()
+        return step_frame(self._step_chunks, self._step_col_metric, _STEP_NAMES)
+
+    def pop_step_frame(self) -> pd.DataFrame:
+        """The per-step records since the last pop, which are then forgotten."""
+        self._sync()
+        chunks, self._step_chunks = self._step_chunks, []
+        return step_frame(chunks, self._step_col_metric, _STEP_NAMES)
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        """``[{name, depth, type, num_params}]`` of the recorded layers, in depth order."""
+        rows = [
+            {"name": layer.name, "depth": int(self._depth[layer.index]), "type": layer.type,
+             "num_params": int(layer.num_params)}
+            for layer in self.layers
+        ]
+        return sorted(rows, key=lambda r: r["depth"])
+
+    @property
+    def nonfinite_first(self) -> dict[str, Any] | None:
+        """``{"step", "layer"}`` of the first recorded step with NaN/Inf gradients (the layer the
+        backward pass reached first, i.e. the deepest), or None."""
+        self._sync()
+        return None if self._nonfinite_first is None else dict(self._nonfinite_first)
+
+    @property
+    def host_bytes(self) -> int:
+        """Host memory held by records not yet popped."""
+        return sum(c.nbytes for c in self._layer_chunks) + sum(c.nbytes for c in self._step_chunks)
+
+    @property
+    def device_bytes(self) -> int:
+        """Device memory of the row buffer (plus the parameter snapshot for update_ratio)."""
+        n = self._buf.device_bytes if self._buf is not None else 0
+        snap = self._params._snapshot if self._params is not None else None
+        if snap:
+            n += sum(t.numel() * t.element_size() for t in snap)
+        return n
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def remove(self) -> None:
+        """Takes every hook off the model (and optimizer); safe to call more than once.
+
+        Records stay readable afterwards.
+        """
+        if self._removed:
+            return
+        self._removed = True
+        self._tap.remove()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._sync()
+        if self._params is not None:
+            self._params.release()
+
+    def __enter__(self) -> "GradientRecorder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "removed" if self._removed else f"step {self._step}"
+        return f"GradientRecorder({len(self.layers)} layers, metrics={list(self.metrics)}, {state})"

@@ -1,0 +1,167 @@
+"""Interactive HTML reports of stored runs: gradient flow, profiles, training, diagnosis.
+
+Reads :class:`gradlab.store.Run` objects (pandas tables) and writes one HTML file that opens
+offline from ``file://``. Never imports torch.
+
+Figures, in order: (1) gradient-flow heatmaps of ``grad_norm`` and ``act_grad_norm``, depth x
+step; (2) depth profiles at init, early and late steps, aligned by stage and block;
+(3) training and evaluation loss and accuracy; (4) the total gradient norm with clipping and
+non-finite steps; (5) activation statistics per layer; (6) update-to-weight ratios; (7) where
+non-finite values first appeared.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from gradlab.errors import GradlabError
+
+__all__ = ["build_report", "report_from_dirs", "build_sections", "PLOTLYJS_MODES", "PLOTLYJS_FILE"]
+
+PLOTLYJS_MODES = ("embed", "beside")
+PLOTLYJS_FILE = "plotly.min.js"
+
+
+def build_sections(views: Sequence[Any]) -> list:
+    """The report's figures, in order (each a :class:`gradlab.report.style.Section`)."""
+    from gradlab.report.activations import activations_section
+    from gradlab.report.gradnorm import gradnorm_section
+    from gradlab.report.heatmaps import heatmap_section
+    from gradlab.report.nonfinite import nonfinite_section
+    from gradlab.report.profiles import profile_section
+    from gradlab.report.training import training_section
+
+    sections = [
+        heatmap_section(views, "grad_norm", key="flow-grad", unit="weight-gradient norm (log10)",
+                        title="Gradient flow: weight-gradient norm per layer and step",
+                        intro="Colour = log10 of each layer's weight-gradient norm (input at the "
+                              "bottom). A dark band along the bottom rows is a gradient that "
+                              "vanishes before it reaches the input; grey cells are exact zeros "
+                              "(underflow), magenta cells NaN/inf. All runs share one colour scale."),
+        heatmap_section(views, "act_grad_norm", key="flow-act", unit="dL/dh norm (log10)",
+                        title="Gradient flow: back-propagated dL/dh per layer and step",
+                        intro="Colour = log10 of the norm of the gradient with respect to each "
+                              "layer's output. Weight gradients can look flat while this signal "
+                              "shrinks toward the input, so read both. Shared colour scale."),
+        profile_section(views, [("grad_norm", "weight-gradient norm"), ("act_grad_norm", "dL/dh norm")],
+                        key="profiles", title="Depth profiles at initialisation, early and late",
+                        intro="Norm against the position in the network, runs overlaid and aligned "
+                              "by stage and block (so a plain net and its residual twin line up). A "
+                              "line that falls toward the left is a gradient vanishing toward the "
+                              "input; early and late profiles are per-layer medians over their steps."),
+        training_section(views),
+        gradnorm_section(views),
+        activations_section(views),
+        heatmap_section(views, "update_ratio", key="updates", unit="update / weight norm (log10)",
+                        title="Update-to-weight ratio per layer over time",
+                        intro="Colour = log10 of |step update| / |weights| per layer. Around 1e-3 "
+                              "is a common rule of thumb; far below it a layer barely learns (often "
+                              "the layers a vanishing gradient does not reach), far above it is "
+                              "unstable."),
+        nonfinite_section(views),
+    ]
+    for section, number in zip(sections, ("1a", "1b", "2", "3", "4", "5", "6", "7")):
+        section.number = number
+    return sections
+
+
+def _check_out(out: str | os.PathLike[str], *, create: bool = True) -> Path:
+    """Refuse an output path that cannot be written; create its directory when ``create``."""
+    path = Path(out)
+    if path.is_dir():
+        raise GradlabError(f"output {path} is a directory; pass a file name such as {path / 'report.html'}")
+    parent = path.parent
+    if not create:
+        existing = parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise GradlabError(f"cannot write {path}: {existing} is not a writable directory; pass -o "
+                               "with a writable location")
+        return path
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GradlabError(f"cannot create the output directory {parent} ({exc.strerror or exc}); "
+                           "pass -o with a writable location") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GradlabError(f"cannot write to {parent}; pass -o with a writable location")
+    return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise GradlabError(f"cannot write {path} ({exc.strerror or exc}); pass -o with a "
+                               "writable location") from None
+        raise
+
+
+def _plotlyjs_tag(mode: str, out: Path) -> str:
+    from plotly.offline import get_plotlyjs
+
+    if mode == "embed":
+        return f"<script type='text/javascript' charset='utf-8'>{get_plotlyjs()}</script>"
+    beside = out.parent / PLOTLYJS_FILE
+    js = get_plotlyjs()
+    try:
+        current = beside.read_text(encoding="utf-8") if beside.is_file() else None
+    except OSError:
+        current = None
+    if current != js:
+        _write_atomic(beside, js)
+    return f"<script src='{PLOTLYJS_FILE}' charset='utf-8'></script>"
+
+
+def build_report(runs: Sequence[Any], out: str | os.PathLike[str], *, title: str | None = None,
+                 plotlyjs: str = "embed") -> Path:
+    """Write the HTML report of ``runs`` (:class:`gradlab.store.Run` objects) to ``out``.
+
+    ``plotlyjs="embed"`` puts plotly.js inside the file (one self-contained file);
+    ``"beside"`` writes ``plotly.min.js`` once next to it and references it relatively, for a
+    folder of reports. The file is written to a temporary name and renamed, so an error leaves
+    no partial report. Returns the path written.
+    """
+    from gradlab.report.data import prepare
+    from gradlab.report.page import render
+
+    if plotlyjs not in PLOTLYJS_MODES:
+        raise GradlabError(f"plotlyjs must be one of {', '.join(PLOTLYJS_MODES)}, got {plotlyjs!r}")
+    runs = list(runs)
+    if not runs:
+        raise GradlabError("no runs to report on: pass at least one run directory")
+    path = _check_out(out)
+    views = prepare(runs)
+    sections = build_sections(views)
+    if title is None:
+        names = [v.label for v in views]
+        title = ("gradlab report: " + names[0]) if len(names) == 1 else "gradlab comparison: " + " vs ".join(names)
+    page = render(title, views, sections, _plotlyjs_tag(plotlyjs, path))
+    _write_atomic(path, page)
+    return path
+
+
+def report_from_dirs(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                     title: str | None = None, plotlyjs: str = "embed") -> Path:
+    """Load run directories and write their report (what ``gradlab report`` calls)."""
+    from gradlab.store import load_run
+
+    if not run_dirs:
+        raise GradlabError("give at least one run directory, e.g. gradlab report runs/resnet56 -o r.html")
+    _check_out(out, create=False)  # refuse a bad output before reading anything
+    runs = [load_run(p) for p in run_dirs]
+    return build_report(runs, out, title=title, plotlyjs=plotlyjs)

@@ -1,0 +1,48 @@
+"""Activation statistics per layer: dead and saturated fractions, and the std of responses."""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+
+from gradlab.diagnose import LayerMatrix
+from gradlab.report.data import RunView
+from gradlab.report.profiles import profile_section
+from gradlab.report.style import Section
+
+_NORM = re.compile(r"norm", re.IGNORECASE)
+_WEIGHT = re.compile(r"conv|linear", re.IGNORECASE)
+
+
+def _responses(view: RunView, m: LayerMatrix) -> np.ndarray:
+    """Layers whose output std is the paper's "response": norm layers (after BN, before the
+    addition), else convolutions/linear layers, else every layer; by the meta's layer types."""
+    types = [view.types.get(n, "") for n in m.layers]
+    for pattern in (_NORM, _WEIGHT):
+        mask = np.array([bool(pattern.search(t)) for t in types], dtype=bool)
+        if mask.any():
+            return mask
+    return np.ones(len(m.layers), dtype=bool)
+
+
+def _keep(view: RunView, m: LayerMatrix) -> np.ndarray:
+    return _responses(view, m) if m.metric == "act_std" else np.ones(len(m.layers), dtype=bool)
+
+
+def activations_section(views: Sequence[RunView]) -> Section:
+    """Dead fraction, saturated fraction and response std against aligned depth, init and late."""
+    return profile_section(
+        views,
+        [("act_dead_frac", "dead fraction (ReLU outputs always 0)"),
+         ("act_saturated_frac", "saturated fraction (sigmoid/tanh)"),
+         ("act_std", "std of layer responses")],
+        key="activations", title="Activation statistics per layer",
+        intro=("Dotted: at initialisation; solid: late in training. A high saturated fraction "
+               "explains a vanishing gradient in sigmoid/tanh networks; many dead units cut a "
+               "ReLU network's gradient. The std of responses (outputs of the norm layers, "
+               "before the addition) is the ResNet paper's Fig. 7: smaller in residual nets "
+               "than in plain ones."),
+        phases=("init", "late"), log_y={"act_dead_frac": False, "act_saturated_frac": False, "act_std": None}, keep=_keep, by_phase_columns=False,
+    )

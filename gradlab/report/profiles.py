@@ -1,0 +1,169 @@
+"""Depth profiles: a metric against the aligned layer position, at chosen phases of training.
+
+Each subplot holds every run (one colour each) at one phase, so plain and residual twins
+can be read side by side. On log axes zeros are drawn on a dotted floor marked "underflow"
+and NaN/inf on a ceiling marked "non-finite"; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gradlab.diagnose import PHASES, LayerMatrix, phase_windows, window_profile
+from gradlab.report.align import axis_ticks, common_segments
+from gradlab.report.data import RunView
+from gradlab.report.style import Section, base_layout, ptext, value_text
+
+PHASE_WORDS = {"init": "at initialisation", "early": "early (first tenth)", "late": "late (last tenth)"}
+
+
+@dataclass
+class _Line:
+    view: RunView
+    metric: str
+    phase: str
+    x: np.ndarray
+    y: np.ndarray  # values; 0 = underflow, NaN = non-finite
+    layers: list[str]
+    depths: list[int]
+    steps: str
+
+
+def _lines(views: Sequence[RunView], metric: str, phases: Sequence[str],
+           keep: Callable[[RunView, LayerMatrix], np.ndarray] | None) -> list[_Line]:
+    out = []
+    for view in views:
+        m = view.matrices.get(metric)
+        if m is None:
+            continue
+        mask = keep(view, m) if keep else np.ones(len(m.layers), dtype=bool)
+        for phase, window in phase_windows(len(m.steps)).items():
+            if phase not in phases:
+                continue
+            rows, values, nonfinite = window_profile(m, window)
+            sel = mask[rows]
+            rows, values, nonfinite = rows[sel], values[sel], nonfinite[sel]
+            if not rows.size:
+                continue
+            values = np.where(nonfinite > 0, np.nan, values)
+            a, b = int(m.steps[window.start]), int(m.steps[window.stop - 1])
+            steps = f"step {a}" if a == b else f"median of steps {a}-{b}"
+            layers = [m.layers[r] for r in rows]
+            x = np.array([view.alignment.positions.get(n, np.nan) for n in layers])
+            out.append(_Line(view, metric, phase, x, values, layers, [int(m.depths[r]) for r in rows], steps))
+    return out
+
+
+def profile_section(views: Sequence[RunView], metrics: Sequence[tuple[str, str]], *, key: str,
+                    title: str, intro: str, phases: Sequence[str] = PHASES,
+                    log_y: bool | None | dict[str, bool | None] = True,
+                    keep: Callable[[RunView, LayerMatrix], np.ndarray] | None = None,
+                    by_phase_columns: bool = True) -> Section:
+    """Profiles of ``metrics`` ((name, axis title) pairs): rows = metrics, columns = phases.
+
+    ``log_y`` True/False, or None to choose log when the values span more than two decades;
+    or a dict of those per metric.
+    With ``by_phase_columns`` False, the columns are the metrics and phases share a subplot
+    (solid = last phase, dotted = first).
+    """
+    section = Section(key, title, intro)
+    per_metric = {name: _lines(views, name, phases, keep) for name, _ in metrics}
+    present = [(name, label) for name, label in metrics if per_metric[name]]
+    absent = [name for name, _ in metrics if not per_metric[name]]
+    if not present:
+        section.notes.append(f"No run recorded {', '.join(absent)}: nothing to draw.")
+        return section
+    if absent:
+        section.notes.append(f"Not recorded in any run: {', '.join(absent)}.")
+    used_phases = [p for p in phases if any(l.phase == p for ls in per_metric.values() for l in ls)]
+    if by_phase_columns:
+        nrows, ncols = len(present), len(used_phases)
+        titles = [f"{ptext(label)}, {PHASE_WORDS[p]}" for _, label in present for p in used_phases]
+    else:
+        nrows, ncols = 1, len(present)
+        titles = [ptext(label) for _, label in present]
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.14 if nrows > 1 else 0.1)
+    segments = common_segments([v.alignment for v in views])
+    shown_legend: set[str] = set()
+    for mi, (name, label) in enumerate(present):
+        lines = per_metric[name]
+        values = np.concatenate([l.y for l in lines])
+        pos = values[np.isfinite(values) & (values > 0)]
+        use_log = log_y.get(name, True) if isinstance(log_y, dict) else log_y
+        if use_log is None:
+            use_log = bool(pos.size and pos.max() / pos.min() > 100)
+        floor = ceiling = None
+        if use_log and pos.size:
+            floor = 10.0 ** (math.floor(math.log10(pos.min())) - 1)
+            ceiling = 10.0 ** (math.ceil(math.log10(pos.max())) + 1)
+        elif pos.size or values.size:
+            finite = values[np.isfinite(values)]
+            top = float(finite.max()) if finite.size else 1.0
+            floor, ceiling = None, top * 1.15 if top > 0 else 1.0
+        any_zero = any((l.y == 0).any() for l in lines) and use_log
+        any_bad = any(np.isnan(l.y).any() for l in lines)
+        for line in lines:
+            if by_phase_columns:
+                row, col = mi + 1, used_phases.index(line.phase) + 1
+                dash = "solid"
+            else:
+                row, col = 1, mi + 1
+                dash = "solid" if line.phase == used_phases[-1] else "dot"
+            _add_line(fig, line, row, col, dash, floor if use_log else None, ceiling, shown_legend)
+        for p in (used_phases if by_phase_columns else [None]):
+            row = mi + 1 if by_phase_columns else 1
+            col = (used_phases.index(p) + 1) if by_phase_columns else mi + 1
+            fig.update_yaxes(type="log" if use_log else "linear", row=row, col=col,
+                             title_text=ptext(label) if col == 1 else None, exponentformat="power")
+            if name.endswith("_frac"):
+                fig.update_yaxes(range=[-0.03, 1.03], row=row, col=col)
+            fig.update_xaxes(row=row, col=col, **axis_ticks(segments))
+            if any_zero and floor is not None:
+                fig.add_hline(y=floor, line=dict(color="#777", dash="dot", width=1), row=row, col=col,
+                              annotation_text="underflow (0.0)", annotation_position="bottom right",
+                              annotation_font_size=10)
+            if any_bad and ceiling is not None:
+                fig.add_hline(y=ceiling, line=dict(color="#c0c", dash="dot", width=1), row=row, col=col,
+                              annotation_text="non-finite", annotation_position="top right",
+                              annotation_font_size=10)
+    base_layout(fig, height=330 * nrows + 110)
+    section.figure = fig
+    return section
+
+
+def _add_line(fig: go.Figure, line: _Line, row: int, col: int, dash: str, floor: float | None,
+              ceiling: float | None, shown_legend: set[str]) -> None:
+    view = line.view
+    finite = np.isfinite(line.y)
+    zero = finite & (line.y == 0)
+    normal = finite & ~(zero if floor is not None else np.zeros_like(zero))
+    custom = np.array([[ptext(n), d, ptext(line.steps), ptext(value_text(v))]
+                       for n, d, v in zip(line.layers, line.depths, line.y)], dtype=object)
+    hover = (f"<b>{ptext(view.label)}</b><br>%{{customdata[0]}}<br>depth %{{customdata[1]}}"
+             f"<br>%{{customdata[2]}}<br>value %{{customdata[3]}}<extra></extra>")
+    legend = view.label not in shown_legend
+    shown_legend.add(view.label)
+    order = np.argsort(line.x, kind="stable")
+    idx = order[normal[order]]
+    fig.add_trace(go.Scatter(
+        x=line.x[idx], y=line.y[idx], customdata=custom[idx], mode="lines+markers",
+        name=ptext(view.label), legendgroup=view.label, showlegend=legend,
+        line=dict(color=view.colour, width=1.5, dash=dash), marker=dict(size=4, color=view.colour),
+        hovertemplate=hover,
+    ), row=row, col=col)
+    for mask, level, symbol in ((zero, floor, "x-thin-open"), (~finite, ceiling, "star")):
+        if level is None or not mask.any():
+            continue
+        fig.add_trace(go.Scatter(
+            x=line.x[mask], y=np.full(int(mask.sum()), level), customdata=custom[mask],
+            mode="markers", name=ptext(view.label), legendgroup=view.label, showlegend=False,
+            marker=dict(symbol=symbol, size=8, color=view.colour, line=dict(width=1.5, color=view.colour)),
+            hovertemplate=hover,
+        ), row=row, col=col)
