@@ -154,6 +154,7 @@ def _table(doc: dict, key: str, where: str) -> dict:
 def _config(values: dict[str, Any], where: str) -> TrainConfig:
     """Build and check one run's settings: types, choices, model spec, clipping, schedule."""
     from gradlab.clipping import parse_clip
+    from gradlab.data import check_data_args
     from gradlab.models import parse_spec
     from gradlab.optim import OPTIMIZERS, lr_factor_fn
 
@@ -166,6 +167,7 @@ def _config(values: dict[str, Any], where: str) -> TrainConfig:
         config.validate()
         parse_spec(config.model)
         parse_clip(config.clip)
+        check_data_args(config.data, data_dir=config.data_dir, augment=config.augment)
         lr_factor_fn(config.schedule, config.steps or 1, config.warmup_steps)
     except GradlabError as exc:
         raise GradlabError(f"{where}: {exc}") from None

@@ -219,6 +219,7 @@ class _Session:
             self.model,
             every=config.record_every,
             metrics=None if config.metrics == "default" else "all",
+            scaler=self.scaler,  # activation gradients are taken on scaled values under fp16
         )
         progress = _progress(self.total_steps, quiet or not self.dist.is_main, self.model_spec)
         pending: list[torch.Tensor] = []  # per-step scalars, still on the device
@@ -326,7 +327,7 @@ class _Session:
                 acc,
                 clip.norm_before.float(),
                 clip.norm_after.float(),
-                torch.as_tensor(clip.threshold, dtype=torch.float32, device=acc.device),
+                self._norm_threshold(clip.threshold, acc.device),
                 torch.as_tensor(clip.fired, dtype=torch.float32, device=acc.device),
                 (~finite).float(),
             ]
@@ -341,6 +342,13 @@ class _Session:
             self.optimizer.step()
         self.scheduler.step()
         return scalars, bad
+
+    def _norm_threshold(self, threshold, device: torch.device) -> torch.Tensor:
+        """The threshold as a global norm, or NaN where the method's threshold is not a norm
+        (value clipping's T, AGC's lambda): those are in the run's settings instead."""
+        if not getattr(self.clipper, "threshold_is_norm", False):
+            return torch.tensor(float("nan"), device=device)
+        return torch.as_tensor(threshold, dtype=torch.float32, device=device)
 
     @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:

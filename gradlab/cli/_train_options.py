@@ -44,7 +44,7 @@ def train_options(func: Callable) -> Callable:
                      help="Record gradients every N-th step."),
         click.option("--metrics", type=click.Choice(["default", "all"]), default=d.metrics, show_default=True,
                      help="default: gradient and weight norms; all: plus activation statistics."),
-        click.option("--train-size", type=int, default=None, help="Synthetic data: training images."),
+        click.option("--train-size", type=int, default=None, help="Training images to use (synthetic: how many to generate; real data: the first N)."),
     ]
     for option in reversed(options):
         func = option(func)
