@@ -73,7 +73,7 @@ def probe(
             rec.step()
             layers = rec.to_frame()
             steps = pd.concat(
-                [rec.step_frame(), pd.DataFrame({"step": [0], "metric": ["loss"], "value": [float(loss)]})],
+                [rec.step_frame(), pd.DataFrame({"step": [0], "metric": ["loss"], "value": [float(loss.detach())]})],
                 ignore_index=True,
             )
             meta = {

@@ -42,9 +42,9 @@ def test_probe_shows_vanishing_in_a_deep_plain_net_and_not_in_its_residual_twin(
     result = invoke("probe", "plain56:norm=none", "resnet56", "--device", "cpu", "--batch-size", "16")
     assert result.exit_code == 0, result.output
     plain, residual = result.output.split("== resnet56")
-    assert "vanishing" in plain
+    assert "VANISHING" in plain
     assert "underflow" in plain  # the first layers' gradients are exactly 0.0 in float32
-    assert "vanishing" not in residual
+    assert "VANISHING" not in residual and "HEALTHY" in residual
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,8 @@ def test_experiment_grid_runs_every_point(tmp_path):
 def test_a_run_killed_with_sigkill_is_reported_as_stopped(tmp_path):
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "gradlab", "compare", "mlp3:width=16", "--steps", "100000", "--batch-size",
-           "16", "--train-size", "64", "--device", "cpu", "--quiet", "--out", str(out), "--eval-every", "1000"]
+           "16", "--train-size", "64", "--device", "cpu", "--quiet", "--out", str(out), "--eval-every", "1000",
+           "--record-every", "1"]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.time() + 120

@@ -13,7 +13,7 @@ from gradlab.store import load_run
 from gradlab.train import run_dir_for, train
 
 TINY = dict(train_size=256, eval_size=64, batch_size=32, steps=6, eval_every=3, flush_every=2,
-            eval_batches=2, device="cpu")
+            eval_batches=2, device="cpu", record_every=1)
 
 
 def tiny(model="mlp3:width=32", **kw):
