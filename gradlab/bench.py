@@ -196,7 +196,7 @@ def held_bytes(obj: Any, device: torch.device, exclude: Iterable[torch.Tensor] =
 # -- configuration and results --------------------------------------------------------------------
 @dataclass
 class BenchConfig:
-    """What to time. Every field has the CLI option of the same name."""
+    """What to time. The fields other than ``lr`` and ``recorder_arms`` are CLI options of the same name."""
 
     spec: str  # model zoo spec, e.g. "resnet34" or "tv:resnet50"
     batch_size: int = 64

@@ -36,16 +36,16 @@ class TrainConfig:
     schedule: str = "constant"  # constant | step:M1,M2[@F] | cosine
     warmup_steps: int = 0  # linear warm-up before the schedule (ResNet-110 used ~400 at lr 0.01)
     batch_size: int = 64  # global batch: split across processes under DDP
-    steps: int | None = 150  # optimizer steps; None means use epochs
+    steps: int | None = 100  # optimizer steps; None means use epochs
     epochs: float | None = None  # alternative to steps, over the training split
     seed: int = 0  # seeds weights, data order and synthetic data: CPU runs repeat exactly
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
     amp: str = "none"  # none | bf16 | fp16 (fp16 uses a GradScaler)
     clip: str = "none"  # none | norm:T | value:T | agc:L | autoclip:P | zscore:Z
     on_nonfinite: str = "stop"  # stop: end the run cleanly, data saved; skip: drop that update
-    eval_every: int = 50  # evaluate on the held-out split every N steps (and at the end)
+    eval_every: int = 25  # evaluate on the held-out split every N steps (and at the end)
     eval_batches: int | None = 8  # held-out batches per evaluation (None: the whole split)
-    record_every: int = 2  # recorder schedule: every N-th step (activation statistics cost on a CPU)
+    record_every: int = 4  # recorder schedule: every N-th step (activation statistics cost on a CPU)
     metrics: str = "all"  # recorder metric set: default (norms only) | all (plus activations)
     flush_every: int = 25  # write records to disk every N steps (what a killed run keeps)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form labels (experiment, grid point)

@@ -92,14 +92,14 @@ def train(
         device = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(device)
     try:
-        session = _Session(config, device, dist_info)
+        trainer = _Trainer(config, device, dist_info)
         writer = None
         if dist_info.is_main:
-            writer = RunWriter(path, session.meta(), overwrite=True)
+            writer = RunWriter(path, trainer.meta(), overwrite=True)
         with contextlib.ExitStack() as stack:
             if writer is not None:
                 stack.enter_context(writer)
-            session.run(writer, quiet=quiet)
+            trainer.run(writer, quiet=quiet)
     finally:
         distributed.teardown(dist_info)
     return path
@@ -116,7 +116,7 @@ def _check_writable(out: Path) -> None:
         raise GradlabError(f"cannot write to output directory {str(out)!r}: pass a writable --out")
 
 
-class _Session:
+class _Trainer:
     """Everything one run builds, and the loop over its steps."""
 
     def __init__(self, config: TrainConfig, device: torch.device, dist_info: distributed.DistInfo):
