@@ -277,7 +277,7 @@ class _Arm:
         self.times: list[float] = []
         self.phases: list[int] = []
         self.rounds: list[float] = []
-        self.compiler = {"graph_breaks": 0, "unique_graphs": 0}
+        self.compiler = {"graph_breaks": 0, "unique_graphs": 0, "graphs_while_timed": 0}
         self.scaler: torch.amp.GradScaler | None = None
 
     @property
@@ -391,6 +391,8 @@ class _Bench:
     def _arm(self, name: str, kind: str, metrics: str | None = None, every: int = 1) -> _Arm:
         torch.manual_seed(self.config.seed)
         model = self._build_model().to(self.device).train()
+        if self.config.compile:
+            _own_classes(model)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
                                     lr=self.config.lr, momentum=0.9)
         arm = _Arm(name, kind, model, optimizer, model, metrics, every)
@@ -439,12 +441,14 @@ class _Bench:
             arm.optimizer.step()
         arm.count += 1
 
-    def _counted(self, arm: _Arm, body: Callable[[], None]) -> None:
+    def _counted(self, arm: _Arm, body: Callable[[], None], timed: bool = False) -> None:
         breaks, graphs = _graph_counters()
         body()
         breaks2, graphs2 = _graph_counters()
         arm.compiler["graph_breaks"] += breaks2 - breaks
         arm.compiler["unique_graphs"] += graphs2 - graphs
+        if timed:  # a graph compiled inside a timed step makes that step's time meaningless
+            arm.compiler["graphs_while_timed"] += graphs2 - graphs
 
     def warm_up(self) -> None:
         for arm in self.arms:
@@ -484,7 +488,8 @@ class _Bench:
                         arm = self.arms[i]
                         phases[i].append(arm.count % arm.period)
                         if cfg.compile:
-                            self._counted(arm, lambda arm=arm, i=i: times[i].append(self._timed_step(arm)))
+                            self._counted(arm, lambda arm=arm, i=i: times[i].append(self._timed_step(arm)),
+                                          timed=True)
                         else:
                             times[i].append(self._timed_step(arm))
                 gc.enable()
@@ -589,6 +594,23 @@ class _Bench:
             for k, v in out.items() if k != "bare"
         }
         return out
+
+
+def _own_classes(model: nn.Module) -> None:
+    """Give every module of ``model`` a class of its own (a subclass with the same name).
+
+    dynamo shares compiled code between instances of one class and, by default, does not
+    guard on module hooks, so a second copy of a model would silently run the graph traced
+    for the first one: the recorder arm would run the bare arm's graph without its hooks, or
+    another recorder's hooks. Classes of its own give each arm its own compiled graphs, each
+    traced with the arm's own hooks.
+    """
+    made: dict[type, type] = {}
+    for module in model.modules():
+        cls = type(module)
+        if cls not in made:
+            made[cls] = type(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+        module.__class__ = made[cls]
 
 
 def recorded_values(recorder: Any) -> int:
@@ -890,7 +912,8 @@ def format_bench(result: BenchResult) -> str:
     for arm in result.arms:
         if arm.compiler:
             lines.append(f"dynamo, {arm.name}: {arm.compiler['graph_breaks']} graph breaks, "
-                         f"{arm.compiler['unique_graphs']} graphs compiled")
+                         f"{arm.compiler['unique_graphs']} graphs compiled "
+                         f"({arm.compiler['graphs_while_timed']} of them during timed steps)")
     return "\n".join(lines)
 
 

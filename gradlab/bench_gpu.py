@@ -180,8 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(texts[-1], flush=True)
             arm_name = f"gradlab {metrics}, every {every}"
             breaks = (result.graph_breaks or {}).get("caused_by_gradlab", {}).get(arm_name)
+            during = {a.name: (a.compiler or {}).get("graphs_while_timed") for a in result.arms}
             row = _row(case, amp, target, result, arm_name,
-                       extra=f"graph breaks caused by gradlab in the compiled forward: {breaks}")
+                       extra=f"graph breaks caused by gradlab in the compiled forward: {breaks}; "
+                             f"graphs compiled during timed steps: {during}")
             row["met"] = bool(row["met"] and breaks == 0)
             row["graph_breaks_caused"] = breaks
             rows.append(row)

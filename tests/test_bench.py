@@ -293,3 +293,24 @@ def test_gpu_script_smoke_writes_table_and_json(tmp_path):
     ]
     md = (tmp_path / "bench_gpu.md").read_text()
     assert md.count("| all metrics, every 10 steps |") == 2 and "wandb-like" in md
+
+
+def test_compiled_arms_get_classes_of_their_own():
+    """Each compiled arm needs its own classes, or dynamo would run one arm's graph for another."""
+    from gradlab.bench import _own_classes
+    from gradlab.models import build_model
+
+    torch.manual_seed(0)
+    a = build_model("resnet20")
+    torch.manual_seed(0)
+    b = build_model("resnet20")
+    originals = [type(m) for m in b.modules()]
+    _own_classes(b)
+    for m_a, m_b, cls in zip(a.modules(), b.modules(), originals):
+        assert type(m_b) is not cls and isinstance(m_b, cls)
+        assert type(m_b).__name__ == cls.__name__ and type(m_a) is cls
+    # modules of one class in one arm share the arm's class
+    convs = [m for m in b.modules() if isinstance(m, nn.Conv2d)]
+    assert len({type(m) for m in convs}) == 1
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(b(x), a(x), rtol=0, atol=0)
