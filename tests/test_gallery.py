@@ -1,0 +1,20 @@
+"""The gallery index: links each report present, with its description and finding, escaped."""
+
+from gradlab.report.gallery import build_index
+
+
+def test_index_links_reports_with_their_findings(tmp_path):
+    reports, experiments = tmp_path / "reports", tmp_path / "experiments"
+    reports.mkdir(), experiments.mkdir()
+    (experiments / "a.toml").write_text('name = "alpha"\ndescription = "Depth <hurts>."\n')
+    (experiments / "b.toml").write_text('name = "beta"\ndescription = "Not run."\n')
+    (reports / "alpha.html").write_text("<html></html>")
+    (reports / "README.md").write_text(
+        "# Gallery\n\n## 1. Alpha (`a.toml`) - run\n\n| x | y |\n\nFinding. The ratio is 4.7e-9\n"
+        "`code` continues the same paragraph.\n\nAnother paragraph.\n"
+    )
+    page = build_index(reports, experiments).read_text()
+    assert 'href="alpha.html"' in page and "beta" not in page  # only reports that exist
+    assert "Depth &lt;hurts&gt;." in page
+    assert "Finding. The ratio is 4.7e-9 `code` continues the same paragraph." in page
+    assert "Another paragraph" not in page
