@@ -665,7 +665,9 @@ def _suggest(row: dict[str, Any], traits: dict[str, Any], meta: dict[str, Any],
         first = meta.get("nonfinite_first")
         where = ""
         if isinstance(first, dict) and first.get("step") is not None:
-            where = f"non-finite values first appeared at step {first.get('step')} in {first.get('layer')}; "
+            layer = first.get("layer")
+            where = (f"non-finite values first appeared at step {first.get('step')}"
+                     + (f" in {layer}" if layer is not None else "") + "; ")
         if clip_text:
             items.append(clip_text)
         items.append("lower the learning rate")

@@ -227,6 +227,9 @@ class _Trainer:
         host_rows: list[tuple[int, str, float]] = []  # lr, eval and skip rows
         status, error = "finished", None
         counts = {"nonfinite": 0, "skipped": 0}
+        # The recorder names the first non-finite layer on recorded steps; on other steps the
+        # trainer still knows the step, so the run keeps where the explosion began.
+        first_bad: dict[str, Any] = {}
         batches = iter(self.train_loader)
         step = -1
 
@@ -246,7 +249,7 @@ class _Trainer:
             writer.append_layers(recorder.pop_frame())
             writer.update_meta(
                 layers=recorder.layer_table(),
-                nonfinite_first=recorder.nonfinite_first,
+                nonfinite_first=recorder.nonfinite_first or (first_bad or None),
                 steps_done=step + 1,
                 nonfinite_steps=counts["nonfinite"],
                 skipped_steps=counts["skipped"],
@@ -267,6 +270,8 @@ class _Trainer:
                     host_rows.append((step, "lr", lr))
                     if bad:
                         counts["nonfinite"] += 1
+                        first_bad.setdefault("step", step)
+                        first_bad.setdefault("layer", None)
                         if config.on_nonfinite == "stop" and self.scaler is None:
                             status = "failed"
                             error = (

@@ -91,6 +91,15 @@ def test_nonfinite_step_stops_cleanly_with_data_saved(tmp_path):
     assert run.meta["nonfinite_first"] is not None
 
 
+def test_nonfinite_step_between_recorded_steps_is_still_located(tmp_path):
+    config = tiny(lr=1e12, momentum=0.0, weight_decay=0.0, steps=30, metrics="default", record_every=1000)
+    run = load_run(train(config, tmp_path, quiet=True))
+    steps = run.steps.pivot_table(index="step", columns="metric", values="value")
+    first = int(steps.index[steps["nonfinite"] == 1.0][0])
+    assert first > 0  # step 0 is the only recorded one, and it was finite
+    assert run.meta["nonfinite_first"] == {"step": first, "layer": None}
+
+
 def test_nonfinite_steps_can_be_skipped(tmp_path):
     config = tiny(lr=1e12, momentum=0.0, weight_decay=0.0, steps=12, on_nonfinite="skip", metrics="default")
     run = load_run(train(config, tmp_path, quiet=True))
