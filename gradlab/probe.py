@@ -49,7 +49,7 @@ def probe(
     from gradlab.diagnose import diagnose_run
     from gradlab.models import build_model, parse_spec
     from gradlab.recorder import GradientRecorder
-    from gradlab.train import resolve_device
+    from gradlab.train import meanfield_prediction, resolve_device
 
     if not models:
         raise GradlabError("give at least one model spec, e.g. gradlab probe plain56:norm=none resnet56")
@@ -84,6 +84,7 @@ def probe(
                 "layers": rec.layer_table(),
                 "nonfinite_first": rec.nonfinite_first,
                 "num_params": sum(p.numel() for p in model.parameters()),
+                "meanfield": meanfield_prediction(model, tuple(bundle.input_size)),
             }
         result = ProbeResult(spec, meta, layers, steps, pd.DataFrame())
         result.diagnosis = diagnose_run(result.run())

@@ -208,6 +208,7 @@ class _Trainer:
                 "input_size": list(self.data.input_size),
             },
             "command": " ".join(sys.argv),
+            "meanfield": meanfield_prediction(self.model, tuple(self.data.input_size)),
         }
 
     # -- the loop ---------------------------------------------------------------------------
@@ -380,6 +381,19 @@ class _Trainer:
             return {}
         loss, acc = pending[-1][0].item(), pending[-1][1].item()
         return {"loss": f"{loss:.3f}", "acc": f"{acc:.2f}"}
+
+
+def meanfield_prediction(model: nn.Module, input_size: tuple[int, ...]) -> list[dict[str, Any]] | None:
+    """The mean-field prediction of dL/dh per layer, relative to the last layer, for reports to
+    draw beside the measurement; ``None`` where the theory does not apply (normalisation,
+    shortcuts) or the model cannot be traced."""
+    from gradlab.meanfield import predict_profile
+
+    try:
+        frame = predict_profile(model, input_size)
+    except GradlabError:
+        return None
+    return [{"layer": str(r.layer), "pred_rel": float(r.pred_rel)} for r in frame.itertuples()]
 
 
 def _progress(total: int, disable: bool, label: str):

@@ -117,6 +117,11 @@ def profile_section(views: Sequence[RunView], metrics: Sequence[tuple[str, str]]
                 row, col = 1, mi + 1
                 dash = "solid" if line.phase == used_phases[-1] else "dot"
             _add_line(fig, line, row, col, dash, floor if use_log else None, ceiling, shown_legend)
+            if name == "act_grad_norm" and line.phase == "init" and use_log:
+                if _add_meanfield(fig, line, row, col):
+                    section.notes.append(
+                        f"{line.view.label}: dashed = the mean-field prediction at init "
+                        "(from the initial weights, anchored at the last layer).")
         for p in (used_phases if by_phase_columns else [None]):
             row = mi + 1 if by_phase_columns else 1
             col = (used_phases.index(p) + 1) if by_phase_columns else mi + 1
@@ -136,6 +141,39 @@ def profile_section(views: Sequence[RunView], metrics: Sequence[tuple[str, str]]
     base_layout(fig, height=330 * nrows + 110)
     section.figure = fig
     return section
+
+
+def meanfield_line(line: _Line) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's stored mean-field prediction on this line's axis, scaled so that it meets the
+    measurement at the last predicted layer; ``None`` when the run has no prediction."""
+    predicted = line.view.meta.get("meanfield")
+    if not predicted:
+        return None
+    measured = dict(zip(line.layers, line.y))
+    x_of = dict(zip(line.layers, line.x))
+    rows = [p for p in predicted if p.get("layer") in x_of]
+    anchor = next((p for p in reversed(rows)
+                   if np.isfinite(measured[p["layer"]]) and measured[p["layer"]] > 0), None)
+    if anchor is None or not anchor["pred_rel"] > 0:
+        return None
+    scale = measured[anchor["layer"]] / anchor["pred_rel"]
+    x = np.array([x_of[p["layer"]] for p in rows], dtype=float)
+    y = np.array([p["pred_rel"] * scale for p in rows], dtype=float)
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
+
+
+def _add_meanfield(fig: go.Figure, line: _Line, row: int, col: int) -> bool:
+    curve = meanfield_line(line)
+    if curve is None:
+        return False
+    fig.add_trace(go.Scatter(
+        x=curve[0], y=curve[1], mode="lines", name=ptext(f"{line.view.label}: mean-field"),
+        legendgroup=line.view.label, showlegend=False,
+        line=dict(color=line.view.colour, width=1.5, dash="dash"),
+        hovertemplate=f"<b>{ptext(line.view.label)}</b><br>mean-field prediction %{{y:.3g}}<extra></extra>",
+    ), row=row, col=col)
+    return True
 
 
 def _add_line(fig: go.Figure, line: _Line, row: int, col: int, dash: str, floor: float | None,

@@ -1,0 +1,38 @@
+"""The mean-field prediction stored with a run, checked against the recorder, and drawn in reports."""
+
+import numpy as np
+
+from gradlab.probe import probe, write_probe_report
+
+
+def test_probe_stores_a_prediction_that_matches_the_recorded_profile(tmp_path):
+    plain, residual = probe(["plain20:norm=none", "resnet20"], batch_size=64, device="cpu")
+    assert residual.meta["meanfield"] is None  # BN and shortcuts: the theory does not apply
+    predicted = {p["layer"]: p["pred_rel"] for p in plain.meta["meanfield"]}
+    measured = plain.layers.query("metric == 'act_grad_norm' and step == 0").set_index("layer")["value"]
+    layers = [name for name in predicted if name in measured.index]
+    assert len(layers) == 20
+    depth = np.arange(len(layers))
+    slope_pred = np.polyfit(depth, np.log10([predicted[n] for n in layers]), 1)[0]
+    slope_meas = np.polyfit(depth, np.log10([measured[n] for n in layers]), 1)[0]
+    # the recorder's dL/dh falls about 0.4 decades per layer, as mean-field theory predicts
+    assert slope_meas > 0.3
+    assert abs(slope_pred - slope_meas) < 0.04
+
+    html = write_probe_report([plain, residual], tmp_path / "probe.html").read_text()
+    assert "plain20:norm=none: mean-field" in html
+    assert "resnet20: mean-field" not in html
+
+
+def test_overlay_meets_the_measurement_at_the_last_layer():
+    from gradlab.report.profiles import _Line, meanfield_line
+
+    class View:
+        meta = {"meanfield": [{"layer": "a", "pred_rel": 0.01}, {"layer": "b", "pred_rel": 0.1},
+                              {"layer": "c", "pred_rel": 1.0}]}
+
+    line = _Line(View(), "act_grad_norm", "init", np.array([0.0, 1.0, 2.0]), np.array([3e-3, 4e-2, 0.5]),
+                 ["a", "b", "c"], [0, 1, 2], "step 0")
+    x, y = meanfield_line(line)
+    np.testing.assert_allclose(x, [0, 1, 2])
+    np.testing.assert_allclose(y, [0.005, 0.05, 0.5])
