@@ -149,6 +149,9 @@ class _Trainer:
         )
         self.model = model.to(device)
         self.clipper.prepare(self.model)
+        # Listed once: the clipper skips parameters without a gradient in a step itself.
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.nan = torch.tensor(float("nan"), device=device)
         self.optimizer = make_optimizer(
             self.model,
             config.optimizer,
@@ -323,8 +326,7 @@ class _Trainer:
         else:
             loss.backward()
         recorder.step()
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        clip = self.clipper.clip(params)
+        clip = self.clipper.clip(self.params)
         acc = (logits.detach().argmax(1) == y).float().mean()
         finite = torch.isfinite(loss.detach()) & torch.isfinite(clip.norm_before)
         scalars = torch.stack(
@@ -353,7 +355,7 @@ class _Trainer:
         """The threshold as a global norm, or NaN where the method's threshold is not a norm
         (value clipping's T, AGC's lambda): those are in the run's settings instead."""
         if not getattr(self.clipper, "threshold_is_norm", False):
-            return torch.tensor(float("nan"), device=device)
+            return self.nan
         return torch.as_tensor(threshold, dtype=torch.float32, device=device)
 
     @torch.no_grad()
