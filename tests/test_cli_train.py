@@ -31,11 +31,13 @@ def test_compare_trains_both_and_writes_a_report(tmp_path):
     runs = [Path(line.removeprefix("run: ")) for line in result.output.splitlines() if line.startswith("run: ")]
     assert [load_run(r).status for r in runs] == ["finished", "finished"]
     # same settings again: the finished runs are reused, not retrained
+    before = [json.loads((r / "meta.json").read_text())["started_at"] for r in runs]
     again = invoke("compare", "mlp3:width=16,norm=none", "mlp6:width=16,norm=none", *TINY, "--out", tmp_path)
     assert again.exit_code == 0
-    assert [load_run(r).meta["started_at"] for r in runs] == [
-        json.loads((r / "meta.json").read_text())["started_at"] for r in runs
-    ]
+    assert [load_run(r).meta["started_at"] for r in runs] == before
+    # --rerun trains again
+    invoke("compare", "mlp3:width=16,norm=none", *TINY, "--out", tmp_path, "--rerun")
+    assert load_run(runs[0]).meta["started_at"] != before[0]
 
 
 def test_probe_shows_vanishing_in_a_deep_plain_net_and_not_in_its_residual_twin():
