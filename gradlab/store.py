@@ -358,6 +358,19 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def update_run_meta(path: str | os.PathLike[str], **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into a closed run's meta.json, written atomically; returns the new meta.
+
+    For information added after a run finished (a run recorded by an older gradlab gets the
+    fields a newer one stores). Never touches the tables.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    meta.update(fields)
+    _write_json_atomic(path / META_FILE, meta)
+    return meta
+
+
 def _unreadable(part: Path, exc: BaseException) -> GradlabError:
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return GradlabError(f"{part} cannot be read ({detail}); move it away to load the rest of "

@@ -82,8 +82,10 @@ def train(
 
     config.validate()
     path = run_dir_for(config, out)
-    if not rerun and find_finished_run(Path(out), run_id(config)) is not None:
-        return find_finished_run(Path(out), run_id(config))
+    finished = None if rerun else find_finished_run(Path(out), run_id(config))
+    if finished is not None:
+        _fill_meanfield(finished, config)
+        return finished
     _check_writable(Path(out))
 
     device = resolve_device(config.device)
@@ -103,6 +105,27 @@ def train(
     finally:
         distributed.teardown(dist_info)
     return path
+
+
+def _fill_meanfield(run_dir: Path, config: TrainConfig) -> None:
+    """Give a reused run recorded before gradlab stored the mean-field prediction its
+    prediction, so a report rebuilt from it draws the line too.
+
+    The prediction depends only on the initial weights: the model is rebuilt on the CPU from
+    the same spec and seed as the run (the trainer seeds right before building it too).
+    """
+    from gradlab.models import build_model
+    from gradlab.store import read_meta, update_run_meta
+
+    meta = read_meta(run_dir)
+    data = meta.get("data") or {}
+    input_size = data.get("input_size")
+    if "meanfield" in meta or not input_size or "num_classes" not in data:
+        return
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, num_classes=int(data["num_classes"]),
+                        in_channels=int(input_size[0]))
+    update_run_meta(run_dir, meanfield=meanfield_prediction(model, tuple(input_size)))
 
 
 def _check_writable(out: Path) -> None:

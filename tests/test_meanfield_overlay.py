@@ -36,3 +36,27 @@ def test_overlay_meets_the_measurement_at_the_last_layer():
     x, y = meanfield_line(line)
     np.testing.assert_allclose(x, [0, 1, 2])
     np.testing.assert_allclose(y, [0.005, 0.05, 0.5])
+
+
+def test_a_reused_run_without_a_stored_prediction_gets_the_one_its_own_training_stored(tmp_path):
+    import json
+
+    from gradlab.config import TrainConfig
+    from gradlab.train import train
+
+    config = TrainConfig(model="plain20:norm=none", data="synthetic", train_size=64, eval_size=32,
+                         batch_size=16, steps=2, device="cpu", eval_every=2, eval_batches=1)
+    run_dir = train(config, tmp_path, quiet=True)
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    stored = meta.pop("meanfield")
+    assert len(stored) == 20
+    meta_path.write_text(json.dumps(meta))  # as an older gradlab wrote it
+    parts = sorted(p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet"))
+
+    assert train(config, tmp_path, quiet=True) == run_dir  # reused, not trained again
+    refilled = json.loads(meta_path.read_text())["meanfield"]
+    assert [r["layer"] for r in refilled] == [r["layer"] for r in stored]
+    np.testing.assert_allclose([r["pred_rel"] for r in refilled], [r["pred_rel"] for r in stored],
+                               rtol=1e-12)
+    assert sorted(p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet")) == parts
