@@ -5,7 +5,9 @@ keeps the test fast on a CPU; dynamo's tracing, where hooks break graphs, is the
 from __future__ import annotations
 
 import copy
+import warnings
 
+import pytest
 import torch
 import torch._dynamo as dynamo
 from torch import nn
@@ -72,3 +74,44 @@ def test_recorder_attached_to_the_inner_model_of_a_compiled_wrapper():
     with GradientRecorder(ref, metrics="all") as rec_ref:
         _train(ref, rec_ref, steps=2)
     np_allclose_frames(rec.to_frame(), rec_ref.to_frame(), rtol=1e-4)
+
+
+class _Twin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(self.act(self.a(x)))
+
+
+def _record_second_twin(x):
+    """Compile one instance and run it, then record a second instance of the same class."""
+    first, second = _Twin(), _Twin()
+    torch.compile(first, backend="aot_eager")(x).sum().backward()
+    compiled = torch.compile(second, backend="aot_eager")
+    with GradientRecorder(compiled, metrics="all") as rec:
+        for _ in range(2):
+            second.zero_grad()
+            compiled(x).sum().backward()
+            rec.step()
+    return set(rec.to_frame().metric)
+
+
+def test_a_reused_graph_without_the_hooks_is_reported_and_the_named_fix_works():
+    # dynamo does not guard on module hooks by default: the second instance runs the graph
+    # traced for the first, and the recorder's forward hooks never run. That must not pass
+    # silently, and the fix the warning names must bring the activation metrics back.
+    torch.manual_seed(0)
+    x = torch.randn(3, 4)
+    dynamo.reset()
+    with pytest.warns(RuntimeWarning, match="skip_nnmodule_hook_guards = False") as caught:
+        metrics = _record_second_twin(x)
+    assert len([w for w in caught if "forward hooks ran" in str(w.message)]) == 1  # once
+    assert "act_grad_norm" not in metrics  # the premise: the hooks did not run
+
+    dynamo.reset()
+    with dynamo.config.patch(skip_nnmodule_hook_guards=False), warnings.catch_warnings():
+        warnings.filterwarnings("error", message="gradlab:", category=RuntimeWarning)
+        metrics = _record_second_twin(x)
+    assert {"act_grad_norm", "act_mean", "act_std", "act_dead_frac"} <= metrics

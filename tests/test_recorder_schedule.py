@@ -80,7 +80,7 @@ def test_default_metrics_need_no_hooks_after_the_first_forward():
     with GradientRecorder(model) as rec:
         _train(model, rec, 1)
         assert all(not m._forward_hooks for m in model.modules())
-        assert set(rec.to_frame().metric) == {"grad_norm", "weight_norm", "grad_nonfinite"}
+        assert set(rec.to_frame().metric) == {"grad_norm", "weight_norm"}
 
 
 def test_small_capacity_flushes_in_batches_without_losing_rows():

@@ -95,8 +95,10 @@ def _norm64(tensors) -> float:
                          for t in tensors))
 
 
-def param_reference(model: nn.Module, names: Iterable[str], *, own: bool = True) -> dict:
-    """grad_norm, weight_norm, grad_nonfinite of each named module from vector_norm(p.grad)."""
+def param_reference(model: nn.Module, names: Iterable[str], *, own: bool = True,
+                    nonfinite: bool = False) -> dict:
+    """grad_norm, weight_norm (and grad_nonfinite with ``nonfinite``) of each named module,
+    from vector_norm(p.grad) in float64."""
     modules = dict(model.named_modules())
     res = {}
     for n in names:
@@ -107,7 +109,8 @@ def param_reference(model: nn.Module, names: Iterable[str], *, own: bool = True)
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
             res[(n, "grad_norm")] = _norm64(grads)
-            res[(n, "grad_nonfinite")] = float(sum(int((~torch.isfinite(g)).sum()) for g in grads))
+            if nonfinite:
+                res[(n, "grad_nonfinite")] = float(sum(int((~torch.isfinite(g)).sum()) for g in grads))
     return res
 
 
@@ -143,7 +146,7 @@ def expected_step(model_ref: nn.Module, cap: ActCapture, names: list[str], metri
                   threshold: float = 0.01) -> dict[tuple[str, str], float]:
     """All expected (layer, metric) values of one step, restricted to ``metrics``."""
     modules = dict(model_ref.named_modules())
-    want = param_reference(model_ref, names)
+    want = param_reference(model_ref, names, nonfinite=True)
     want.update(cap.stats({n: kind_of(modules[n]) for n in names}, threshold))
     for n, v in cap.grad_norms().items():
         want[(n, "act_grad_norm")] = v

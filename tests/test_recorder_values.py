@@ -269,7 +269,7 @@ def test_selected_layers_cover_all_parameters_beneath_them():
     cap = ActCapture(ref, ["layer1.0", "layer2"])
     ref(x).sum().backward()
     cap.remove()
-    want = param_reference(ref, ["layer1.0", "layer2"], own=False)
+    want = param_reference(ref, ["layer1.0", "layer2"], own=False, nonfinite=True)
     want.update(cap.stats({}))
     want.update({(n, "act_grad_norm"): v for n, v in cap.grad_norms().items()})
     assert_matches(rows_at(rec.to_frame(), 0), want)
@@ -292,7 +292,7 @@ def test_sparse_embedding_gradient_norm():
     torch.manual_seed(8)
     model = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Flatten(), nn.Linear(12, 2))
     idx = torch.tensor([[1, 2, 1], [7, 1, 0]])  # repeated rows: the sparse gradient has duplicates
-    with GradientRecorder(model) as rec:
+    with GradientRecorder(model, metrics=["grad_norm", "grad_nonfinite"]) as rec:
         model(idx).sum().backward()
         assert model[0].weight.grad.is_sparse  # the premise
         rec.step()
@@ -301,3 +301,35 @@ def test_sparse_embedding_gradient_norm():
     assert got[("0", "grad_norm")] == pytest.approx(float(torch.linalg.vector_norm(dense, dtype=torch.float64)),
                                                     rel=1e-6)
     assert got[("0", "grad_nonfinite")] == 0.0
+
+
+def test_default_metrics_find_the_first_nonfinite_step_without_the_count():
+    torch.manual_seed(6)
+    model = _mlp()
+    x, y = torch.randn(4, 6), torch.randint(0, 3, (4,))
+    with GradientRecorder(model) as rec:
+        for s in range(3):
+            model.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            if s == 2:
+                model[0].weight.grad[1, 2] = float("nan")
+                model[4].weight.grad[0, 0] = float("inf")
+            rec.step()
+        assert rec.nonfinite_first == {"step": 2, "layer": "4"}
+    assert "grad_nonfinite" not in set(rec.to_frame().metric)
+
+
+def test_nonfinite_count_is_exact_where_finite_gradients_overflow_their_squares():
+    # finite values of 1e30 square to inf in float32: the sum of squares alone would call them
+    # non-finite; the count must still say 0 for them and count the real NaN/inf exactly.
+    from gradlab.recorder.reduce import chunks_of, nonfinite_counts, sumsq_vector
+
+    huge = torch.full((5,), 1e30)
+    mixed = torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), 2.0])
+    fine = torch.randn(1000)
+    tensors = [fine, huge, mixed, fine.clone()]
+    sq = sumsq_vector(tensors)
+    assert not torch.isfinite(sq[1])  # the premise
+    want = [float((~torch.isfinite(t)).sum()) for t in tensors]
+    assert nonfinite_counts(tensors, chunks_of(tensors), sumsq=sq).tolist() == want == [0, 0, 3, 0]
+    assert nonfinite_counts(tensors, chunks_of(tensors)).tolist() == want

@@ -195,6 +195,10 @@ class ForwardTap:
             setattr(self, name, [])
         self._mark: dict[str, int] | None = None
 
+    def staged_any(self) -> bool:
+        """Whether any forward hook staged a value since the last step."""
+        return any(getattr(self, name) for name in ("f_idx", "l_idx", "d_idx", "s_idx", "g_idx"))
+
     def discard(self) -> None:
         """Forget the current step's scalars (a step that is not recorded, or was skipped)."""
         self._clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 import weakref
 from typing import Any, Callable, Iterable
 
@@ -67,7 +68,7 @@ class GradientRecorder:
         model: the ``nn.Module`` (DDP / torch.compile wrappers are looked through).
         optimizer: record from this optimizer's step pre-hook instead of explicit ``step()`` calls.
         every: record every n-th step (int > 0), or a callable ``step -> bool``.
-        metrics: None (grad_norm, weight_norm, grad_nonfinite, total_grad_norm), "all", or a
+        metrics: None (grad_norm, weight_norm, total_grad_norm), "all", or a
             list of names from :data:`gradlab.recorder.ALL_METRICS`.
         layers: None for the default layers (modules owning parameters, activation and
             normalisation modules), or module names, a module type or tuple of types, or a
@@ -137,6 +138,7 @@ class GradientRecorder:
         self._step = 0
         self._handles: list[Any] = []
         self._backward_since_step = False
+        self._warned_no_acts = False
 
         self._next = self._schedule(0)
         self._tap.attach()  # the first forward teaches the depth order
@@ -265,6 +267,8 @@ class GradientRecorder:
                     if update_ok:
                         masks[UPDATE_RATIO] = ps.layer_has_params
             if self._want_acts:
+                if not self._warned_no_acts and not self._tap.staged_any():
+                    self._warn_no_activations(step)
                 masks.update(self._tap.finalize(views, self._device, self._grad_scale()))
         if not buf.keep:
             buf.commit(step, None)
@@ -276,6 +280,23 @@ class GradientRecorder:
         if self._total_col is not None:
             valid[self._total_col] = has_total
         buf.commit(step, valid)
+
+    def _warn_no_activations(self, step: int) -> None:
+        # Silent gaps are the worst outcome for a diagnostics tool: say it once, with the fix.
+        # The usual cause: dynamo does not guard on module hooks by default, so a graph traced
+        # before the hooks existed (or for another instance of the same class) keeps running
+        # without them.
+        self._warned_no_acts = True
+        warnings.warn(
+            f"gradlab: step {step} was recorded, but none of the recorder's forward hooks ran, "
+            "so it has no activation metrics. If the model is torch.compile'd, a graph traced "
+            "without the hooks is being reused: set torch._dynamo.config."
+            "skip_nnmodule_hook_guards = False before the first compiled forward (or call "
+            "torch._dynamo.reset() after creating the recorder). Otherwise check that the "
+            "forward runs between rec.step() calls with gradients enabled.",
+            RuntimeWarning,
+            stacklevel=5,  # the caller of rec.step()
+        )
 
     def _grad_scale(self) -> torch.Tensor | float | None:
         """The GradScaler's current loss scale, as a device tensor when it has one (no sync)."""

@@ -42,8 +42,10 @@ LAYER_METRICS: tuple[str, ...] = (
 #: Per-step metrics that ``metrics=`` may name.
 STEP_METRICS: tuple[str, ...] = (TOTAL_GRAD_NORM,)
 ALL_METRICS: tuple[str, ...] = LAYER_METRICS + STEP_METRICS
-#: The default set: cheap, needs no forward hooks.
-DEFAULT_METRICS: tuple[str, ...] = (GRAD_NORM, WEIGHT_NORM, GRAD_NONFINITE, TOTAL_GRAD_NORM)
+#: The default set: cheap, needs no forward hooks. A NaN or inf in a layer's gradient already
+#: makes its grad_norm non-finite, so the first non-finite step is found without the exact count
+#: (grad_nonfinite), which costs more passes over the gradients than the norms themselves.
+DEFAULT_METRICS: tuple[str, ...] = (GRAD_NORM, WEIGHT_NORM, TOTAL_GRAD_NORM)
 
 #: Metrics read from parameters and their ``.grad`` after backward.
 PARAM_METRICS = frozenset({GRAD_NORM, WEIGHT_NORM, UPDATE_RATIO, GRAD_NONFINITE, TOTAL_GRAD_NORM})

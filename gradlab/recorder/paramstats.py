@@ -141,7 +141,7 @@ class ParamStats:
             grads = [rdist.local(_dense(g)) for g in grads]
         rows = [sumsq_vector(grads)]
         if self.want_nonfinite:
-            rows.append(nonfinite_counts(grads, plan.chunks))
+            rows.append(nonfinite_counts(grads, plan.chunks, sumsq=rows[0]))
         vals = self._sum_shards(torch.stack(rows), plan.sharded)
         lay = vals.new_zeros(len(rows), self.num_layers)
         lay.index_add_(1, plan.pair_layer, vals.index_select(1, plan.pair_pos))

@@ -94,9 +94,23 @@ def chunks_of(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
     return groups
 
 
-def nonfinite_counts(tensors: Sequence[torch.Tensor], chunks: list[list[int]]) -> torch.Tensor:
-    """Number of NaN/Inf elements of each tensor, as a float32 vector."""
+def nonfinite_counts(tensors: Sequence[torch.Tensor], chunks: list[list[int]],
+                     sumsq: torch.Tensor | None = None) -> torch.Tensor:
+    """Number of NaN/Inf elements of each tensor, as a float32 vector.
+
+    ``sumsq``: the tensors' sums of squares, already taken. On the CPU a tensor whose sum of
+    squares is finite holds no NaN or inf, so only the others are counted (reading the check
+    back costs nothing there: no device runs ahead of the host). On an accelerator that read
+    would stall the host, so every tensor is counted.
+    """
     tensors = list(tensors)
+    if sumsq is not None and tensors[0].device.type == "cpu":
+        suspect = torch.nonzero(~torch.isfinite(sumsq)).flatten().tolist()
+        counts = torch.zeros(len(tensors), dtype=torch.float32)
+        if suspect:  # a non-finite value, or finite ones whose squares overflow: count exactly
+            part = [tensors[i] for i in suspect]
+            counts[suspect] = nonfinite_counts(part, chunks_of(part))
+        return counts
     out: list[torch.Tensor | None] = [None] * len(tensors)
     fast = tensors[0].device.type != "cpu" and _chain_works(tensors[0].device)
     for chunk in chunks:
