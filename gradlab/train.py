@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -371,7 +372,11 @@ class _Trainer:
             self.scaler.update()
         elif not bad:
             self.optimizer.step()
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # The schedule follows the step count, skipped steps included; torch warns when the
+            # very first optimizer step was the one skipped, which is expected here.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+            self.scheduler.step()
         return scalars, bad
 
     def _norm_threshold(self, threshold, device: torch.device) -> torch.Tensor:

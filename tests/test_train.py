@@ -1,6 +1,7 @@
 """The training loop end to end on tiny runs: store contents, repeatability, non-finite steps, AMP."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -108,6 +109,17 @@ def test_nonfinite_steps_can_be_skipped(tmp_path):
     assert len(steps) == 12
     assert steps["nonfinite"].sum() >= 1
     assert steps["skipped"].fillna(0).sum() == steps["nonfinite"].sum()
+
+
+def test_a_skipped_first_step_keeps_the_schedule_without_a_warning(tmp_path):
+    config = tiny(model="mlp3:width=32,norm=none,init=normal:1e30", steps=3, on_nonfinite="skip",
+                  metrics="default")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = load_run(train(config, tmp_path, quiet=True))
+    steps = run.steps.pivot_table(index="step", columns="metric", values="value")
+    assert steps.loc[0, "nonfinite"] == 1.0  # the premise: step 0 was skipped
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)]
 
 
 def test_clipping_is_recorded(tmp_path):
