@@ -13,6 +13,7 @@ import contextlib
 import math
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -234,7 +235,7 @@ class _Trainer:
                 "num_classes": self.data.num_classes,
                 "input_size": list(self.data.input_size),
             },
-            "command": " ".join(sys.argv),
+            "command": command_line(),
             "meanfield": meanfield_prediction(self.model, tuple(self.data.input_size)),
         }
 
@@ -411,6 +412,21 @@ class _Trainer:
             return {}
         loss, acc = pending[-1][0].item(), pending[-1][1].item()
         return {"loss": f"{loss:.3f}", "acc": f"{acc:.2f}"}
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that started this process, for meta.json, shell-quoted.
+
+    gradlab's own entry points (the ``gradlab`` script wherever it is installed, or
+    ``python -m gradlab``) are written as ``gradlab``, so the record reads the same on every
+    machine; other programs keep their argv[0] as given.
+    """
+    args = list(sys.argv if argv is None else argv)
+    if args:
+        head = Path(args[0])
+        if head.name == "gradlab" or (head.name == "__main__.py" and head.parent.name == "gradlab"):
+            args[0] = "gradlab"
+    return shlex.join(args)
 
 
 def meanfield_prediction(model: nn.Module, input_size: tuple[int, ...]) -> list[dict[str, Any]] | None:

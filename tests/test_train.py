@@ -164,3 +164,12 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, change, match):
 def test_run_directory_name_is_model_and_settings_hash(tmp_path):
     a, b = run_dir_for(tiny(), tmp_path), run_dir_for(tiny(lr=0.05), tmp_path)
     assert a.name.startswith("mlp3_width=32-") and a != b
+
+
+def test_the_recorded_command_names_gradlab_not_where_it_is_installed():
+    from gradlab.train import command_line
+
+    assert command_line(["/opt/env/bin/gradlab", "run", "experiments/x.toml"]) == "gradlab run experiments/x.toml"
+    assert command_line(["/src/repo/gradlab/__main__.py", "compare", "plain20"]) == "gradlab compare plain20"
+    assert command_line(["train.py", "--name", "two words"]) == "train.py --name 'two words'"
+    assert command_line([]) == ""
