@@ -130,7 +130,11 @@ def test_profile_marks_underflow_on_a_floor():
     floor_traces = [t for t in fig.data if t.mode == "markers"]
     assert len(floor_traces) == 1 and len(floor_traces[0].y) == 1
     assert floor_traces[0].y[0] < 1e-4  # below the smallest positive value
-    assert any("underflow" in (a.text or "") for a in fig.layout.annotations)
+    label = next(a for a in fig.layout.annotations if "underflow" in (a.text or ""))
+    # on a log axis plotly reads an annotation's y as log10: the label must sit on the floor
+    # line (drawn at the floor value itself), not at 10**floor
+    line = next(sh for sh in fig.layout.shapes if sh.line.dash == "dot")
+    assert label.y == pytest.approx(np.log10(line.y0)) and line.y0 == floor_traces[0].y[0]
 
 
 # -- downsampling -------------------------------------------------------------------------

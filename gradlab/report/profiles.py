@@ -131,16 +131,21 @@ def profile_section(views: Sequence[RunView], metrics: Sequence[tuple[str, str]]
                 fig.update_yaxes(range=[-0.03, 1.03], row=row, col=col)
             fig.update_xaxes(row=row, col=col, **axis_ticks(segments))
             if any_zero and floor is not None:
-                fig.add_hline(y=floor, line=dict(color="#777", dash="dot", width=1), row=row, col=col,
-                              annotation_text="underflow (0.0)", annotation_position="bottom right",
-                              annotation_font_size=10)
+                fig.add_hline(y=floor, line=dict(color="#777", dash="dot", width=1), row=row, col=col)
+                _band_label(fig, "underflow (0.0)", floor, use_log, "top", row, col)
             if any_bad and ceiling is not None:
-                fig.add_hline(y=ceiling, line=dict(color="#c0c", dash="dot", width=1), row=row, col=col,
-                              annotation_text="non-finite", annotation_position="top right",
-                              annotation_font_size=10)
+                fig.add_hline(y=ceiling, line=dict(color="#c0c", dash="dot", width=1), row=row, col=col)
+                _band_label(fig, "non-finite", ceiling, use_log, "bottom", row, col)
     base_layout(fig, height=330 * nrows + 110)
     section.figure = fig
     return section
+
+
+def _band_label(fig: go.Figure, text: str, y: float, log_axis: bool, anchor: str, row: int, col: int) -> None:
+    """Label a dotted band line at its right end. (plotly places add_hline's own annotation at
+    the raw value even on a log axis, where annotations take log10 of it, so 1e-24 showed at 1.)"""
+    fig.add_annotation(text=text, x=1, xref="x domain", xanchor="right", y=math.log10(y) if log_axis else y,
+                       yanchor=anchor, showarrow=False, font=dict(size=10), row=row, col=col)
 
 
 def meanfield_line(line: _Line) -> tuple[np.ndarray, np.ndarray] | None:
