@@ -124,10 +124,12 @@ def _fill_meanfield(run_dir: Path, config: TrainConfig) -> None:
     input_size = data.get("input_size")
     if "meanfield" in meta or not input_size or "num_classes" not in data:
         return
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, num_classes=int(data["num_classes"]),
-                        in_channels=int(input_size[0]))
-    update_run_meta(run_dir, meanfield=meanfield_prediction(model, tuple(input_size)))
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state as it was
+        torch.manual_seed(config.seed)
+        model = build_model(config.model, num_classes=int(data["num_classes"]),
+                            in_channels=int(input_size[0]))
+        prediction = meanfield_prediction(model, tuple(input_size))
+    update_run_meta(run_dir, meanfield=prediction)
 
 
 def _check_writable(out: Path) -> None:

@@ -1,6 +1,7 @@
 """The mean-field prediction stored with a run, checked against the recorder, and drawn in reports."""
 
 import numpy as np
+import torch
 
 from gradlab.probe import probe, write_probe_report
 
@@ -54,7 +55,11 @@ def test_a_reused_run_without_a_stored_prediction_gets_the_one_its_own_training_
     meta_path.write_text(json.dumps(meta))  # as an older gradlab wrote it
     parts = sorted(p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet"))
 
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
     assert train(config, tmp_path, quiet=True) == run_dir  # reused, not trained again
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's random state is untouched
     refilled = json.loads(meta_path.read_text())["meanfield"]
     assert [r["layer"] for r in refilled] == [r["layer"] for r in stored]
     np.testing.assert_allclose([r["pred_rel"] for r in refilled], [r["pred_rel"] for r in stored],
