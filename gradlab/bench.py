@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from gradlab.errors import GradlabError
+from gradlab.errors import GradlabError, first_line
 
 AMP_MODES = ("none", "bf16", "fp16")
 METRIC_SETS = ("default", "all")
@@ -376,7 +376,7 @@ class _Bench:
             with torch.no_grad():
                 out = probe(torch.zeros(2, channels, height, width))
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise GradlabError(
                 f"{self.config.spec} does not take input {channels}x{height}x{width}: {first[:160]} "
                 f"(pick another --input-size)"
@@ -460,7 +460,7 @@ class _Bench:
             try:
                 self._counted(arm, body)
             except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = first_line(exc)
                 raise GradlabError(
                     f"{self.config.spec} failed a training step on input "
                     f"{'x'.join(map(str, self.input_shape))}: {first[:200]} (check --input-size and --batch-size)"
@@ -580,7 +580,7 @@ class _Bench:
                 with autocast:
                     report = torch._dynamo.explain(arm.model)(self.x)
             except Exception as exc:  # a diagnostic: report it rather than lose the timings
-                out[arm.name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+                out[arm.name] = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
                 continue
             out[arm.name] = {
                 "graph_count": report.graph_count,

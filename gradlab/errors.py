@@ -9,3 +9,10 @@ from __future__ import annotations
 
 class GradlabError(ValueError):
     """Bad input from the user: a one-line message that says what to change."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name when it has none:
+    what a one-line error quotes of an underlying failure."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -128,7 +128,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from gradlab.errors import GradlabError
+from gradlab.errors import GradlabError, first_line
 
 __all__ = [
     "ACTIVATIONS",
@@ -849,7 +849,7 @@ def predict_profile(
     except GradlabError:
         raise
     except RuntimeError as exc:  # a shape mismatch: the input size does not fit the model
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise GradlabError(f"the model does not run on input_size {shape}: {first}") from None
     layers = _propagate(_path(ops, end), activation, float(input_second_moment))
 

@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gradlab.errors import GradlabError
+from gradlab.errors import GradlabError, first_line
 
 #: Version of the on-disk layout, written to ``meta.json`` as ``store_format``.
 STORE_FORMAT = 1
@@ -349,7 +349,7 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = first_line(exc)
         raise GradlabError(f"{meta_path} cannot be read ({detail}); the run directory is "
                            "damaged: train it again or delete it") from None
     if not isinstance(meta, dict):
@@ -372,7 +372,7 @@ def update_run_meta(path: str | os.PathLike[str], **fields: Any) -> dict[str, An
 
 
 def _unreadable(part: Path, exc: BaseException) -> GradlabError:
-    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    detail = first_line(exc)
     return GradlabError(f"{part} cannot be read ({detail}); move it away to load the rest of "
                         "the run")
 
@@ -393,7 +393,7 @@ def _read_pieces(part: Path, schema: pa.Schema) -> Iterator[pa.Table]:
             try:
                 piece = piece.cast(schema)
             except (pa.ArrowException, ValueError) as exc:
-                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                detail = first_line(exc)
                 raise GradlabError(f"{part} has columns of unexpected types ({detail}); move "
                                    "it away to load the rest of the run") from None
         yield piece

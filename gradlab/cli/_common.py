@@ -24,11 +24,11 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from gradlab.errors import GradlabError
+        from gradlab.errors import GradlabError, first_line
 
         try:
             return func(*args, **kwargs)
         except GradlabError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            fail(first_line(exc))
 
     return wrapper  # type: ignore[return-value]
