@@ -127,7 +127,7 @@ def _run_verdict(meta: dict[str, Any], flow: pd.DataFrame, findings: list[dict[s
         where = f"at step {first['step']}" if first.get("step") is not None else ""
         if first.get("layer"):
             where += f" in {first['layer']}"
-        what = "stopped" if meta.get("status") == "failed" else "met"
+        what = "stopped on" if meta.get("status") == "failed" else "met"
         return "non-finite", f"{what} a non-finite value {where}".strip()
     candidates: list[tuple[str, str]] = []
     if len(flow):

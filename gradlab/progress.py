@@ -30,9 +30,16 @@ class LineProgress:
     def set_postfix(self, values: dict[str, Any], refresh: bool = False) -> None:  # noqa: ARG002
         self.postfix = dict(values)
 
+    def due(self, n: int = 1) -> bool:
+        """Whether ``update(n)`` will print a line: the caller refreshes the postfix then, and
+        only then (reading a loss off the GPU costs a sync)."""
+        done = self.n + n
+        return done - self._last_printed >= self.step_every or done >= self.total
+
     def update(self, n: int = 1) -> None:
+        printing = self.due(n)
         self.n += n
-        if self.n - self._last_printed >= self.step_every or self.n >= self.total:
+        if printing:
             self._print()
 
     def _print(self) -> None:
@@ -50,6 +57,9 @@ class LineProgress:
 
 
 class _Silent:
+    def due(self, n: int = 1) -> bool:  # noqa: ARG002
+        return False
+
     def set_postfix(self, values: dict[str, Any], refresh: bool = False) -> None:
         pass
 
@@ -70,6 +80,8 @@ def progress(total: int, label: str, *, disable: bool = False, stream: TextIO | 
     if isatty():
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=label[:30], unit="step", file=stream, leave=False,
-                    dynamic_ncols=True)
+        bar = tqdm(total=total, desc=label[:30], unit="step", file=stream, leave=False,
+                   dynamic_ncols=True)
+        bar.due = lambda n=1: False  # the bar takes its postfix at each flush
+        return bar
     return LineProgress(total, label, stream=stream)

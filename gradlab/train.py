@@ -368,8 +368,9 @@ class _Trainer:
                     if (step + 1) % config.eval_every == 0 or last:
                         for name, value in self._evaluate().items():
                             host_rows.append((step, name, value))
-                    if (step + 1) % config.flush_every == 0 or last:
+                    if (step + 1) % config.flush_every == 0 or last or progress.due(1):
                         progress.set_postfix(self._postfix(pending), refresh=False)
+                    if (step + 1) % config.flush_every == 0 or last:
                         flush()
                     progress.update(1)
             flush()
