@@ -774,6 +774,10 @@ def format_diagnosis(df: pd.DataFrame) -> str:
             extra = f", {row.n_zero} underflow (0.0)" if row.n_zero else ""
             if row.n_nonfinite:
                 extra += f", {row.n_nonfinite} non-finite"
+            margin = getattr(row, "margin", np.nan)
+            if isinstance(margin, float) and np.isfinite(margin) and row.verdict != "non-finite":
+                side = "past" if margin >= 0 else "short of"
+                extra += f", {abs(margin):.0%} {side} the {getattr(row, 'leaning', None) or 'verdict'} threshold"
             lines.append(f"  {_METRIC_WORDS.get(row.metric, row.metric):<12} {row.phase:<5} "
                          f"{row.verdict.upper():<10} first/last {_fmt(row.first_to_last_ratio)}, "
                          f"{dpl}, {row.n_layers} layers{extra} ({steps})")
