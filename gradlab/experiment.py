@@ -38,6 +38,7 @@ from typing import Any
 
 from gradlab.config import TrainConfig
 from gradlab.errors import GradlabError
+from gradlab.names import safe_slug
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -135,10 +136,11 @@ def run_experiment(
     from gradlab.train import train
 
     experiment = load_experiment(path, profile, overrides)
-    out = Path(out) if out is not None else Path("runs") / experiment.name
+    slug = safe_slug(experiment.name, fallback="experiment")
+    out = Path(out) if out is not None else Path("runs") / slug
     configs = experiment.configs[:limit] if limit else experiment.configs
     run_dirs = [train(config, out, rerun=rerun, quiet=quiet) for config in configs]
-    report_path = Path(report) if report is not None else out / f"{experiment.name}.html"
+    report_path = Path(report) if report is not None else out / f"{slug}.html"
     title = f"{experiment.name} ({experiment.profile} profile)"
     build_report([load_run(p) for p in run_dirs], report_path, title=title, plotlyjs=plotlyjs)
     return report_path, run_dirs
