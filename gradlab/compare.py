@@ -29,11 +29,15 @@ def compare(
 
     if len(models) < 1:
         raise GradlabError("give at least one model spec, e.g. gradlab compare plain34 resnet34")
+    from gradlab.preflight import check_output_dir, check_output_file, check_run
+
     for spec in models:  # refuse a bad spec before any training starts
         parse_spec(spec)
     configs = [dataclasses.replace(settings, model=spec) for spec in models]
-    for config in configs:
-        config.validate()
+    for config in configs:  # every setting, the data, the device and the memory, up front
+        check_run(config)
+    check_output_dir(out, "--out")
+    check_output_file(report, "--report")
     run_dirs = [train(config, out, rerun=rerun, quiet=quiet) for config in configs]
     if distributed.launched_by_torchrun() and not _is_rank0():
         return None, run_dirs

@@ -132,6 +132,28 @@ def check_data_args(name: str, *, data_dir: str | Path | None = None, augment: b
         )
 
 
+def data_shape(name: str) -> tuple[tuple[int, int, int], int, int]:
+    """(input size C, H, W; number of classes; training images) of a dataset, without reading
+    it: what sizes and settings are checked against before any run starts."""
+    if name == "synthetic":
+        return (3, 32, 32), SYNTHETIC_CLASSES, SYNTHETIC_TRAIN_SIZE
+    spec = _REAL[name]
+    train_images = 50_000 if name.startswith("cifar") else 60_000
+    return (spec.channels, spec.side, spec.side), spec.classes, train_images
+
+
+def check_data_files(name: str, data_dir: str | Path | None, download: bool) -> None:
+    """Refuse a real dataset whose files are missing (and may not be fetched), up front."""
+    if name == "synthetic" or download or data_dir is None:
+        return
+    spec = _REAL[name]
+    folder = Path(data_dir) / spec.folder
+    missing = [f for f in spec.files if not (folder / f).is_file()]
+    if missing:
+        raise GradlabError(f"{name} files not found in {str(folder)!r} (missing {missing[0]}): "
+                           "add --download to fetch them, or put the extracted dataset there")
+
+
 # -- the synthetic dataset ------------------------------------------------------------------
 
 # Class c: orientation (c mod 5) * 36 degrees, stripe period _PERIODS[c // 5] pixels.
