@@ -66,15 +66,20 @@ def compare_models(
     """:func:`compare`, returning the comparison verdict and which runs were reused as well."""
     from gradlab import distributed
     from gradlab.models import parse_spec
+    from gradlab.preflight import check_output_dir, check_output_file, check_run
     from gradlab.train import train_run
 
     if len(models) < 1:
         raise GradlabError("give at least one model spec, e.g. gradlab compare plain34 resnet34")
+    from gradlab.preflight import check_output_dir, check_output_file, check_run
+
     for spec in models:  # refuse a bad spec before any training starts
         parse_spec(spec)
     configs = [dataclasses.replace(settings, model=spec) for spec in models]
-    for config in configs:
-        config.validate()
+    for config in configs:  # every setting, the data, the device and the memory, up front
+        check_run(config)
+    check_output_dir(out, "--out")
+    check_output_file(report, "--report")
     outcomes = [train_run(config, out, rerun=rerun, quiet=quiet) for config in configs]
     run_dirs = [o.path for o in outcomes]
     reused = [o.reused for o in outcomes]

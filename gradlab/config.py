@@ -7,6 +7,7 @@ the same settings are the same run (``gradlab compare`` reuses a finished one).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,14 @@ from gradlab.errors import GradlabError
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
 METRIC_SETS = ("default", "all")
+
+#: Upper bounds on counts: far beyond any real run, low enough that a typo such as
+#: ``--steps 1e23`` (or an extra zero or six) is refused instead of running for ever.
+MAX_STEPS = 10**9
+MAX_BATCH = 2**20
+MAX_IMAGES = 10**9
+MAX_SEED = 2**63 - 1
+MAX_THREADS = 4096
 
 
 @dataclass
@@ -52,21 +61,51 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form labels (experiment, grid point)
 
     def validate(self) -> None:
-        """Refuse impossible settings with a one-line error, before anything is built."""
-        _positive("batch_size", self.batch_size, "--batch-size 64")
+        """Refuse impossible settings with a one-line error, before anything is built.
+
+        Every number is checked for its type and range (counts up to generous maxima, rates
+        finite), and the training length is given at most one way: steps or epochs, not both
+        (neither: a length sized for the device, see ``gradlab.train.DEFAULT_STEPS``).
+        """
+        _positive("batch_size", self.batch_size, "--batch-size 64", MAX_BATCH)
+        if self.steps is not None and self.epochs is not None:
+            raise GradlabError(f"give the training length once: steps ({self.steps}) or epochs "
+                               f"({self.epochs}), not both; drop one of them (in Python: steps=None)")
         if self.steps is not None:
-            _positive("steps", self.steps, "--steps 100")
-        if self.epochs is not None and not self.epochs > 0:
-            raise GradlabError(f"epochs must be > 0, got {self.epochs}: pass e.g. --epochs 1")
-        _positive("eval_every", self.eval_every, "--eval-every 50")
-        _positive("record_every", self.record_every, "--record-every 1")
-        _positive("flush_every", self.flush_every, "--flush-every 25")
+            _positive("steps", self.steps, "--steps 100", MAX_STEPS)
+        if self.epochs is not None:
+            _number("epochs", self.epochs, "--epochs 1", low=0.0, high=1e6)
+        _positive("eval_every", self.eval_every, "--eval-every 50", MAX_STEPS)
+        _positive("record_every", self.record_every, "--record-every 1", MAX_STEPS)
+        _positive("flush_every", self.flush_every, "--flush-every 25", MAX_STEPS)
         if self.eval_batches is not None:
-            _positive("eval_batches", self.eval_batches, "--eval-batches 8")
+            _positive("eval_batches", self.eval_batches, "--eval-batches 8", MAX_STEPS)
         if self.threads is not None:
-            _positive("threads", self.threads, "--threads 2")
-        if self.warmup_steps < 0:
-            raise GradlabError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+            _positive("threads", self.threads, "--threads 2", MAX_THREADS)
+        for name in ("train_size", "eval_size"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name), f"--{name.replace('_', '-')} 1000", MAX_IMAGES)
+        if not _is_int(self.warmup_steps) or not 0 <= self.warmup_steps <= MAX_STEPS:
+            raise GradlabError(f"warmup_steps must be a whole number from 0 to {MAX_STEPS}, got "
+                               f"{self.warmup_steps!r}: pass e.g. --warmup-steps 0")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise GradlabError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed!r}: "
+                               "pass e.g. --seed 0")
+        _number("lr", self.lr, "--lr 0.1", low=0.0, high=1e6)
+        _number("momentum", self.momentum, "--momentum 0.9", low=0.0, high=1.0, closed=True)
+        _number("weight_decay", self.weight_decay, "--weight-decay 1e-4", low=0.0, high=1e6,
+                closed=True)
+        for name in ("model", "data", "optimizer", "schedule", "device", "amp", "clip",
+                     "on_nonfinite", "metrics"):
+            if not isinstance(getattr(self, name), str):
+                raise GradlabError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("download", "augment", "nesterov"):
+            if not isinstance(getattr(self, name), bool):
+                raise GradlabError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise GradlabError(f"data_dir must be a path (a string), got {self.data_dir!r}")
+        if not isinstance(self.extra, dict):
+            raise GradlabError(f"extra must be a table of labels, got {self.extra!r}")
         _choice("amp", self.amp, AMP_MODES)
         _choice("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
         _choice("metrics", self.metrics, METRIC_SETS)
@@ -101,12 +140,35 @@ class TrainConfig:
             )
         if "model" not in values:
             raise GradlabError(f"{where}: missing key 'model' (a model spec such as 'resnet20')")
+        if values.get("epochs") is not None and "steps" not in values:
+            values = {**values, "steps": None}  # epochs given alone replace the default steps
         return cls(**values)
 
 
-def _positive(name: str, value: int, example: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise GradlabError(f"{name} must be a positive integer, got {value!r}: pass e.g. {example}")
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(name: str, value: int, example: str, high: int) -> None:
+    if not _is_int(value) or not 0 < value <= high:
+        raise GradlabError(f"{name} must be a whole number from 1 to {high:,}, got "
+                           f"{_short(value)}: pass e.g. {example}")
+
+
+def _number(name: str, value: float, example: str, *, low: float, high: float,
+            closed: bool = False) -> None:
+    """A finite real number in (low, high], or [low, high] when ``closed``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low <= value if closed else low < value) and value <= high
+    if not ok:
+        bounds = f"{'[' if closed else '('}{low:g}, {high:g}]"
+        raise GradlabError(f"{name} must be a number in {bounds}, got {_short(value)}: pass e.g. "
+                           f"{example}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +130,28 @@ def check_data_args(name: str, *, data_dir: str | Path | None = None, augment: b
             f"{name} is read from disk: pass --data-dir DIR (add --download to fetch it there), "
             "or use --data synthetic"
         )
+
+
+def data_shape(name: str) -> tuple[tuple[int, int, int], int, int]:
+    """(input size C, H, W; number of classes; training images) of a dataset, without reading
+    it: what sizes and settings are checked against before any run starts."""
+    if name == "synthetic":
+        return (3, 32, 32), SYNTHETIC_CLASSES, SYNTHETIC_TRAIN_SIZE
+    spec = _REAL[name]
+    train_images = 50_000 if name.startswith("cifar") else 60_000
+    return (spec.channels, spec.side, spec.side), spec.classes, train_images
+
+
+def check_data_files(name: str, data_dir: str | Path | None, download: bool) -> None:
+    """Refuse a real dataset whose files are missing (and may not be fetched), up front."""
+    if name == "synthetic" or download or data_dir is None:
+        return
+    spec = _REAL[name]
+    folder = Path(data_dir) / spec.folder
+    missing = [f for f in spec.files if not (folder / f).is_file()]
+    if missing:
+        raise GradlabError(f"{name} files not found in {str(folder)!r} (missing {missing[0]}): "
+                           "add --download to fetch them, or put the extracted dataset there")
 
 
 # -- the synthetic dataset ------------------------------------------------------------------
@@ -287,6 +309,8 @@ def _real_bundle(
             f"{name} files not found in {str(root / folder)!r} (missing {missing[0]}){hint}: "
             f"add --download to fetch them, or put the extracted dataset there"
         )
+    if not missing:
+        verify_published_checksums(name, root / folder)  # before anything is unpickled
     normalise = [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
     train_tf = normalise
     if augment:
@@ -325,27 +349,42 @@ def _first(dataset: Dataset, size: int | None, name: str, label: str) -> Dataset
 
 
 def _torchvision_class(name: str) -> type:
-    """The torchvision class for a dataset; CIFAR's checksum test is replaced by a presence test."""
+    """The torchvision class for a dataset."""
     from torchvision import datasets
 
-    if name == "mnist":
-        return datasets.MNIST
-    if name == "fashion-mnist":
-        return datasets.FashionMNIST
+    return {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST,
+            "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
 
-    base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
 
-    class PresentCIFAR(base):  # type: ignore[misc, valid-type]
-        # torchvision compares every CIFAR file to the md5 of the official archive on each load.
-        # Checking presence instead lets files in the same format load (and skips hashing
-        # ~180 MB per load); torchvision's own reader still parses them.
-        def _check_integrity(self) -> bool:
-            folder = os.path.join(self.root, self.base_folder)
-            return all(os.path.isfile(os.path.join(folder, f)) for f, _ in self.train_list + self.test_list)
+def published_checksums(name: str) -> dict[str, str]:
+    """File name -> MD5 of the official files of a pickled dataset (CIFAR-10 and CIFAR-100),
+    as torchvision publishes them; empty for datasets that are not pickled."""
+    if name not in ("cifar10", "cifar100"):
+        return {}  # MNIST's idx files are parsed as raw bytes: nothing in them can run
+    cls = _torchvision_class(name)
+    listed = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    return {str(file): str(md5) for file, md5 in listed}
 
-        def _load_meta(self) -> None:
-            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as fh:
-                self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
-    return PresentCIFAR
+def verify_published_checksums(name: str, folder: Path) -> None:
+    """Refuse a CIFAR folder whose files are not the official ones, before any is unpickled.
+
+    CIFAR files are Python pickles, and unpickling a crafted file runs code; only files whose
+    MD5 matches the published one are read (as torchvision does on each load).
+    """
+    for file, expected in published_checksums(name).items():
+        path = folder / file
+        digest = hashlib.md5(usedforsecurity=False)
+        try:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise GradlabError(f"cannot read {str(path)!r} ({exc.strerror or exc}): delete the "
+                               f"folder and rerun with --download") from None
+        if digest.hexdigest() != expected:
+            raise GradlabError(
+                f"{str(path)!r} is not the official {name} file (its MD5 is "
+                f"{digest.hexdigest()}, the published one {expected}); gradlab does not unpickle "
+                "unknown files: delete the folder and rerun with --download"
+            )

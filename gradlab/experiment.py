@@ -24,13 +24,19 @@ An experiment file looks like this::
     model = ["plain56", "resnet56"]
 
 Everything is checked before any training starts: unknown keys and bad values are refused
-with the file, the key and the valid values named.
+with the file, the key and the valid values named, for every grid point that will run. The
+grid is counted before any point is built, and one larger than ``max_points`` is refused.
+
+The training length is given once: a table that sets ``steps`` replaces an ``epochs`` set by a
+table before it (``[defaults]``, then the profile, then the grid) and the other way round, as
+``--steps`` and ``--epochs`` do on the command line; one table setting both is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +44,7 @@ from typing import Any
 
 from gradlab.config import TrainConfig
 from gradlab.errors import GradlabError
+from gradlab.names import safe_slug
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,6 +53,9 @@ else:  # pragma: no cover - Python 3.10
 
 TOP_KEYS = ("name", "description", "defaults", "grid", "profiles", "report")
 DEFAULT_PROFILE = "cpu"
+#: Most grid points one experiment may run; ``--max-points`` lifts it.
+MAX_GRID_POINTS = 10_000
+_LENGTH_KEYS = ("steps", "epochs")
 
 
 @dataclass
@@ -60,9 +70,14 @@ class Experiment:
 
 
 def load_experiment(
-    path: str | Path, profile: str = DEFAULT_PROFILE, overrides: dict[str, Any] | None = None
+    path: str | Path, profile: str = DEFAULT_PROFILE, overrides: dict[str, Any] | None = None,
+    *, limit: int | None = None, max_points: int = MAX_GRID_POINTS,
 ) -> Experiment:
-    """Parse and fully validate an experiment file for one profile."""
+    """Parse and fully validate an experiment file for one profile.
+
+    Only the first ``limit`` grid points are built (all of them without a limit); more than
+    ``max_points`` of them is refused before any is built.
+    """
     path = Path(path)
     if not path.is_file():
         raise GradlabError(f"experiment file {str(path)!r} not found: pass the path to a .toml file")
@@ -87,7 +102,9 @@ def load_experiment(
     chosen = dict(_table(profiles, profile, f"{where} [profiles]")) if profiles else {}
     grid = {**grid, **_table(chosen, "grid", f"{where} [profiles.{profile}]")}
     chosen.pop("grid", None)
-    settings = {**defaults, **chosen, **(overrides or {})}
+    settings: dict[str, Any] = {}
+    for layer in (defaults, chosen, overrides or {}):
+        settings = _layered(settings, layer)
 
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for section, table in (("defaults", defaults), (f"profiles.{profile}", chosen), ("grid", grid)):
@@ -100,12 +117,23 @@ def load_experiment(
         if not isinstance(values, list) or not values:
             raise GradlabError(f"{where} [grid]: {key!r} must be a non-empty list, e.g. {key} = [...]")
 
+    extra = settings.get("extra", {})
+    if not isinstance(extra, dict):
+        raise GradlabError(f"{where}: 'extra' must be a table of labels ([defaults.extra])")
     keys = list(grid)
+    count = math.prod(len(grid[k]) for k in keys)
+    wanted = count if limit is None else min(limit, count)
+    if wanted > max_points:
+        raise GradlabError(
+            f"{where}: the grid has {count:,} points, more than the limit of {max_points:,}; "
+            f"narrow the grid, run part of it with --limit N, or lift the limit with "
+            f"--max-points {wanted}"
+        )
     configs = []
-    for point in itertools.product(*(grid[k] for k in keys)):
-        values = {**settings, **dict(zip(keys, point))}
+    for point in itertools.islice(itertools.product(*(grid[k] for k in keys)), wanted):
+        values = _layered(settings, dict(zip(keys, point)))
         values["extra"] = {
-            **values.get("extra", {}),
+            **extra,
             "experiment": name,
             "profile": profile,
             "grid": {k: v for k, v in zip(keys, point)},
@@ -128,20 +156,40 @@ def run_experiment(
     limit: int | None = None,
     overrides: dict[str, Any] | None = None,
     plotlyjs: str = "embed",
+    max_points: int = MAX_GRID_POINTS,
 ) -> tuple[Path, list[Path]]:
-    """Run every point of an experiment (or the first ``limit``) and write its report."""
+    """Run every point of an experiment (or the first ``limit``) and write its report.
+
+    Every point that will run, the output directory and the report path are checked before
+    the first point starts.
+    """
+    from gradlab.preflight import check_output_dir, check_output_file
     from gradlab.report import build_report
     from gradlab.store import load_run
     from gradlab.train import train
 
-    experiment = load_experiment(path, profile, overrides)
-    out = Path(out) if out is not None else Path("runs") / experiment.name
-    configs = experiment.configs[:limit] if limit else experiment.configs
-    run_dirs = [train(config, out, rerun=rerun, quiet=quiet) for config in configs]
-    report_path = Path(report) if report is not None else out / f"{experiment.name}.html"
+    experiment = load_experiment(path, profile, overrides, limit=limit, max_points=max_points)
+    slug = safe_slug(experiment.name, fallback="experiment")
+    out = Path(out) if out is not None else Path("runs") / slug
+    check_output_dir(out, "--out")
+    check_output_file(report, "--report")
+    run_dirs = [train(config, out, rerun=rerun, quiet=quiet) for config in experiment.configs]
+    report_path = Path(report) if report is not None else out / f"{slug}.html"
     title = f"{experiment.name} ({experiment.profile} profile)"
     build_report([load_run(p) for p in run_dirs], report_path, title=title, plotlyjs=plotlyjs)
     return report_path, run_dirs
+
+
+def _layered(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``; a length (steps or epochs) in ``top`` replaces the other one."""
+    merged = dict(base)
+    for key in _LENGTH_KEYS:
+        if key in top:
+            for other in _LENGTH_KEYS:
+                if other != key and other not in top:
+                    merged.pop(other, None)
+    merged.update(top)
+    return merged
 
 
 def _table(doc: dict, key: str, where: str) -> dict:
@@ -153,10 +201,7 @@ def _table(doc: dict, key: str, where: str) -> dict:
 
 def _config(values: dict[str, Any], where: str) -> TrainConfig:
     """Build and check one run's settings: types, choices, model spec, clipping, schedule."""
-    from gradlab.clipping import parse_clip
-    from gradlab.data import check_data_args
-    from gradlab.models import parse_spec
-    from gradlab.optim import OPTIMIZERS, lr_factor_fn
+    from gradlab.preflight import check_run
 
     config = TrainConfig.from_dict(values, where)
     for f in dataclasses.fields(TrainConfig):
@@ -164,15 +209,11 @@ def _config(values: dict[str, Any], where: str) -> TrainConfig:
         default = f.default if f.default is not dataclasses.MISSING else None
         _check_type(f.name, value, default, where)
     try:
-        config.validate()
-        parse_spec(config.model)
-        parse_clip(config.clip)
-        check_data_args(config.data, data_dir=config.data_dir, augment=config.augment)
-        lr_factor_fn(config.schedule, config.steps or 1, config.warmup_steps)
+        check_run(config)
     except GradlabError as exc:
-        raise GradlabError(f"{where}: {exc}") from None
-    if config.optimizer not in OPTIMIZERS:
-        raise GradlabError(f"{where}: optimizer must be one of {', '.join(OPTIMIZERS)}; got {config.optimizer!r}")
+        point = values.get("extra", {}).get("grid") or {}
+        at = f" (grid point {', '.join(f'{k}={v!r}' for k, v in point.items())})" if point else ""
+        raise GradlabError(f"{where}{at}: {exc}") from None
     return config
 
 

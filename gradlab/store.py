@@ -18,14 +18,18 @@ This module must stay free of torch: reports and ``gradlab runs`` read runs with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import math
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gradlab.errors import GradlabError, first_line
+from gradlab.errors import GradlabError, first_line, terminal_safe
 
 #: Version of the on-disk layout, written to ``meta.json`` as ``store_format``.
 STORE_FORMAT = 1
@@ -46,6 +50,8 @@ STORE_FORMAT = 1
 STATUSES = ("running", "finished", "failed", "stopped")
 
 META_FILE = "meta.json"
+#: Held (``fcntl.flock``) by the one process writing a run; holds that process's pid and command.
+LOCK_FILE = ".lock"
 TABLES = ("layers", "steps")
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -140,6 +146,18 @@ def _temp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
+def _write_failed(path: Path, exc: OSError) -> GradlabError:
+    """The one-line error for a file the store could not write (a full disk, a quota, a
+    read-only or vanished directory). What was written before stays readable."""
+    reason = exc.strerror or first_line(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space on that disk or pass another output directory (--out)"
+    else:
+        fix = "pass a writable output directory (--out)"
+    return GradlabError(f"cannot write {path} ({reason}); {fix}; the parts already written "
+                        "stay readable")
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(_finite_json(data), indent=2, sort_keys=False, default=_jsonable,
                       allow_nan=False)
@@ -150,8 +168,10 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_failed(path, exc) from None
         raise
     _fsync_dir(path.parent)
 
@@ -163,10 +183,107 @@ def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # pyarrow's IO errors are OSErrors too
+            raise _write_failed(path, exc) from None
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block ends, then deliver it.
+
+    A flush interrupted half-way would leave the caller unsure which rows were written; with
+    the interrupt held back, a flush either has not started or has finished when
+    ``KeyboardInterrupt`` arrives, so flushing again after it never writes a row twice.
+    Outside the main thread (where signals cannot be handled) the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+class RunLock:
+    """The one-writer lock of a run directory: an exclusive ``fcntl.flock`` on its ``.lock``.
+
+    The operating system releases the lock when the holder exits, however it exits (a
+    SIGKILL included), so a lock is never left stale. The file holds the holder's pid,
+    host and command, for the error that a second writer gets.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _write_failed(self.path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise _write_failed(self.path, exc) from None
+            raise GradlabError(f"{self.path.parent} is being written by {self.holder()}; wait "
+                               "for it to finish, or choose another output directory") from None
+        holder = {"pid": os.getpid(), "hostname": socket.gethostname(), "command": _command()}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))
+        self._fd = fd
+        return self
+
+    def holder(self) -> str:
+        """Who holds the lock, in words: ``process 123 on host (gradlab compare ...)``."""
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+            pid, host, command = info["pid"], info["hostname"], info["command"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+        return terminal_safe(f"process {pid} on {host} ({command})")
+
+    def release(self) -> None:
+        """Let go of the lock (twice is fine). The file stays: removing it would race."""
+        if self._fd is None:
+            return
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _command() -> str:
+    import shlex
+
+    args = list(sys.argv)
+    if args and Path(args[0]).name in ("gradlab", "__main__.py"):
+        args[0] = "gradlab"
+    text = shlex.join(args) or "python"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _now_iso() -> str:
@@ -231,7 +348,7 @@ def _pid_alive(pid: int, started_at: float | None) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    except OSError:
+    except (OSError, OverflowError):  # a pid no process can have
         return False
     info = _process_start_time(pid)
     if info is None:
@@ -257,7 +374,7 @@ def effective_status(meta: dict[str, Any]) -> str:
     if status != "running":
         return status
     pid = meta.get("pid")
-    if not isinstance(pid, int) or meta.get("hostname") != socket.gethostname():
+    if not isinstance(pid, int) or isinstance(pid, bool) or meta.get("hostname") != socket.gethostname():
         return status
     if pid == os.getpid():
         return status
@@ -581,7 +698,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
         "last_eval_acc": _last_value(run.steps, "eval_acc"),
         "last_train_acc": _last_value(run.steps, "train_acc"),
         "num_layers": num_layers,
-        "wall_time_s": float(wall) if isinstance(wall, (int, float)) else None,
+        "wall_time_s": float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None,
         "started_at": meta.get("started_at"),
         "error": meta.get("error"),
     }
@@ -607,6 +724,10 @@ def summarize_runs(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 continue
             except GradlabError as exc:
                 entry = RunEntry(path=entry.path, meta=entry.meta, error=str(exc))
+            except Exception as exc:  # a field of the wrong type: that run alone is unreadable
+                entry = RunEntry(path=entry.path, meta=entry.meta,
+                                 error=f"{entry.path / META_FILE} holds a value of the wrong type "
+                                       f"({_one_line(exc)}); train the run again or delete it")
         summaries.append({
             "name": entry.name, "path": str(entry.path), "run_id": entry.run_id,
             "model": entry.meta.get("model"), "status": "unreadable", "steps": None,
@@ -625,7 +746,7 @@ def _fmt_float(value: Any, digits: int = 4) -> str:
 
 
 def _fmt_wall(seconds: Any) -> str:
-    if seconds is None:
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
         return "-"
     if seconds < 60:
         return f"{seconds:.1f}s"
@@ -656,10 +777,12 @@ def format_runs(summaries: list[dict[str, Any]], fmt: str = "table",
                 path = str(Path(path).relative_to(root)) if Path(path) != Path(root) else "."
             except ValueError:
                 pass
-        rows.append((
+        row = (
             s["status"], str(s.get("model") or s["name"]), steps, _fmt_float(s["last_loss"]),
             _fmt_float(s["last_eval_acc"], 3), _fmt_wall(s["wall_time_s"]), path,
-        ))
+        )
+        # Every cell may come from a meta.json someone else wrote: never print raw escapes.
+        rows.append(tuple(terminal_safe(str(cell)) for cell in row))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
              for row in [header, *rows]]
@@ -733,12 +856,17 @@ class RunWriter:
         self._next_part = {t: 0 for t in TABLES}
         self._closed = False
         self._wall_time_from_caller = "wall_time_s" in meta and meta["wall_time_s"] is not None
-        self._prepare_directory(overwrite)
-        for table in TABLES:
-            (self.path / table).mkdir(exist_ok=True)
-        self._started = time.monotonic()
-        self.meta: dict[str, Any] = self._initial_meta(meta)
-        _write_json_atomic(self.path / META_FILE, self.meta)
+        self._lock = RunLock(self.path)
+        self._prepare_directory(overwrite)  # takes the lock before it looks at what is there
+        try:
+            for table in TABLES:
+                (self.path / table).mkdir(exist_ok=True)
+            self._started = time.monotonic()
+            self.meta: dict[str, Any] = self._initial_meta(meta)
+            _write_json_atomic(self.path / META_FILE, self.meta)
+        except BaseException:
+            self._lock.release()
+            raise
 
     # -- setup ---------------------------------------------------------------------------------
     def _initial_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
@@ -775,11 +903,18 @@ class RunWriter:
                                "directory")
         if not path.exists():
             try:
-                path.mkdir(parents=True)
+                path.mkdir(parents=True, exist_ok=True)  # another process may make it too
             except OSError as exc:
                 raise GradlabError(f"cannot create run directory {path} ({exc.strerror}); "
                                    "choose a writable output directory") from None
-            return
+        self._lock.acquire()
+        try:
+            self._check_existing(path, overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _check_existing(self, path: Path, overwrite: bool) -> None:
         meta_path = path / META_FILE
         if meta_path.exists():
             try:
@@ -792,11 +927,13 @@ class RunWriter:
                                    f"{old.get('hostname')}; wait for it or choose another "
                                    "directory")
             if status == "finished" and not overwrite:
-                raise GradlabError(f"{path} already holds a finished run; pass overwrite=True "
-                                   "(--rerun) to replace it or choose another directory")
+                raise RunFinishedError(f"{path} already holds a finished run; pass "
+                                       "overwrite=True (--rerun) to replace it or choose another "
+                                       "directory")
         else:
             foreign = [p.name for p in path.iterdir()
-                       if not (p.name in TABLES and p.is_dir()) and not p.name.endswith(".tmp")]
+                       if not (p.name in TABLES and p.is_dir()) and not p.name.endswith(".tmp")
+                       and p.name != LOCK_FILE]
             if foreign:
                 raise GradlabError(f"{path} exists and is not a run directory (it holds "
                                    f"{foreign[0]!r}); choose a new directory for the run")
@@ -851,10 +988,13 @@ class RunWriter:
             return
         combined = pa.concat_tables(buffered).unify_dictionaries().combine_chunks()
         target = self.path / table / f"part-{self._next_part[table]:05d}.parquet"
-        _write_parquet_atomic(combined, target)
-        self._next_part[table] += 1
-        self._buffers[table] = []
-        self._buffered_rows[table] = 0
+        # Until the bookkeeping below has run, the rows stay buffered for this same part
+        # number: writing again replaces the part with the same rows, never adds a copy.
+        with interrupts_deferred():
+            _write_parquet_atomic(combined, target)
+            self._next_part[table] += 1
+            self._buffers[table] = []
+            self._buffered_rows[table] = 0
 
     # -- meta ----------------------------------------------------------------------------------
     def update_meta(self, **fields: Any) -> None:
@@ -872,16 +1012,26 @@ class RunWriter:
     def _elapsed(self) -> float:
         return round(time.monotonic() - self._started, 3)
 
-    def flush(self) -> None:
-        """Write the buffered rows of each table as a new part file, then meta.json."""
+    def flush(self, **fields: Any) -> None:
+        """Write the buffered rows of each table as a new part file, then meta.json with
+        ``fields`` merged in.
+
+        meta.json is written last, so what it claims (``steps_done``, say) is never more than
+        the parts hold, even when the process is killed in between. Ctrl-C during a flush
+        is delivered once the flush is complete.
+        """
         if self._closed:
             raise RuntimeError(f"run writer for {self.path} is closed")
-        for table in TABLES:
-            self._write_part(table)
-        self.meta["updated_at"] = _now_iso()
-        if not self._wall_time_from_caller:
-            self.meta["wall_time_s"] = self._elapsed()
-        _write_json_atomic(self.path / META_FILE, self.meta)
+        with interrupts_deferred():
+            for table in TABLES:
+                self._write_part(table)
+            if "wall_time_s" in fields:
+                self._wall_time_from_caller = True
+            self.meta.update(fields)
+            self.meta["updated_at"] = _now_iso()
+            if not self._wall_time_from_caller:
+                self.meta["wall_time_s"] = self._elapsed()
+            _write_json_atomic(self.path / META_FILE, self.meta)
 
     def close(self, status: str = "finished", error: str | None = None) -> None:
         """Flush, then record ``status`` (finished, failed or stopped), finished_at,
@@ -902,7 +1052,10 @@ class RunWriter:
                          error=_one_line(error) if error is not None else None)
         if not self._wall_time_from_caller:
             self.meta["wall_time_s"] = self._elapsed()
-        _write_json_atomic(self.path / META_FILE, self.meta)
+        try:
+            _write_json_atomic(self.path / META_FILE, self.meta)
+        finally:
+            self._lock.release()
 
     @property
     def closed(self) -> bool:
@@ -915,11 +1068,19 @@ class RunWriter:
                  tb: Any) -> bool:
         if exc_type is None:
             self.close("finished")
-        elif issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
-            self.close("stopped", error=_one_line(exc))
-        else:
-            self.close("failed", error=_one_line(exc))
+            return False
+        try:
+            if issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+                self.close("stopped", error=_one_line(exc))
+            else:
+                self.close("failed", error=_one_line(exc))
+        except GradlabError:
+            pass  # e.g. the disk is still full: the error being raised already says so
         return False  # never swallow the exception
+
+
+class RunFinishedError(GradlabError):
+    """A writer was asked to replace a finished run without ``overwrite``."""
 
 
 def _one_line(value: BaseException | str | None, limit: int = 500) -> str:

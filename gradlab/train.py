@@ -125,7 +125,7 @@ def train_run(
     quiet: bool = False,
 ) -> TrainOutcome:
     """:func:`train`, also saying whether the run was reused and with which resolved settings."""
-    from gradlab.store import RunWriter, find_finished_run
+    from gradlab.store import RunFinishedError, RunWriter, find_finished_run
 
     config.validate()
     device = resolve_device(config.device)
@@ -148,7 +148,10 @@ def train_run(
         trainer = _Trainer(config, device, dist_info)
         writer = None
         if dist_info.is_main:
-            writer = RunWriter(path, trainer.meta(), overwrite=True)
+            try:  # another process may have finished this very run meanwhile: keep it
+                writer = RunWriter(path, trainer.meta(), overwrite=rerun)
+            except RunFinishedError:
+                return TrainOutcome(path, True, config)
         with contextlib.ExitStack() as stack:
             if writer is not None:
                 stack.enter_context(writer)
@@ -294,6 +297,7 @@ class _Trainer:
     # -- the loop ---------------------------------------------------------------------------
     def run(self, writer, *, quiet: bool) -> None:
         from gradlab.recorder import GradientRecorder
+        from gradlab.store import interrupts_deferred
 
         config = self.config
         recorder = GradientRecorder(
@@ -320,24 +324,26 @@ class _Trainer:
                 recorder.pop_step_frame()
                 pending.clear(), pending_steps.clear(), host_rows.clear()
                 return
-            rows = list(host_rows)
-            if pending:
-                values = torch.stack(pending).float().cpu().tolist()
-                for s, vals in zip(pending_steps, values):
-                    rows.extend((s, name, v) for name, v in zip(_STEP_FIELDS, vals))
-            frame = pd.DataFrame(rows, columns=["step", "metric", "value"])
-            writer.append_steps(pd.concat([frame, recorder.pop_step_frame()], ignore_index=True))
-            writer.append_layers(recorder.pop_frame())
-            writer.update_meta(
-                layers=recorder.layer_table(),
-                nonfinite_first=recorder.nonfinite_first or (first_bad or None),
-                steps_done=step + 1,
-                nonfinite_steps=counts["nonfinite"],
-                skipped_steps=counts["skipped"],
-                wall_time_s=round(time.time() - self.started, 3),
-            )
-            writer.flush()
-            pending.clear(), pending_steps.clear(), host_rows.clear()
+            # Ctrl-C waits for the flush to end, so the flush in the handler below finds
+            # nothing pending twice; meta.json (steps_done) is written after the parts.
+            with interrupts_deferred():
+                rows = list(host_rows)
+                if pending:
+                    values = torch.stack(pending).float().cpu().tolist()
+                    for s, vals in zip(pending_steps, values):
+                        rows.extend((s, name, v) for name, v in zip(_STEP_FIELDS, vals))
+                pending.clear(), pending_steps.clear(), host_rows.clear()
+                frame = pd.DataFrame(rows, columns=["step", "metric", "value"])
+                writer.append_steps(pd.concat([frame, recorder.pop_step_frame()], ignore_index=True))
+                writer.append_layers(recorder.pop_frame())
+                writer.flush(
+                    layers=recorder.layer_table(),
+                    nonfinite_first=recorder.nonfinite_first or (first_bad or None),
+                    steps_done=step + 1,
+                    nonfinite_steps=counts["nonfinite"],
+                    skipped_steps=counts["skipped"],
+                    wall_time_s=round(time.time() - self.started, 3),
+                )
 
         try:
             with recorder:

@@ -3,8 +3,10 @@ torchvision loaders on small files written here in each dataset's own on-disk fo
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -113,6 +115,23 @@ def _write_cifar(root, rng, hundred: bool, per_file: int = 4) -> dict:
     return {s: (np.concatenate([d for d, _ in parts]), sum((l for _, l in parts), [])) for s, parts in written.items()}
 
 
+def _publish_fixture_checksums(monkeypatch, root, hundred: bool) -> None:
+    """Make the tiny files written here the "official" ones: torchvision's published MD5 lists
+    are replaced by the fixture files' MD5s, computed by coreutils' md5sum."""
+    from torchvision import datasets
+
+    cls = datasets.CIFAR100 if hundred else datasets.CIFAR10
+    folder = root / cls.base_folder
+
+    def md5(name):
+        return subprocess.run(["md5sum", str(folder / name)], capture_output=True, text=True,
+                              check=True).stdout.split()[0]
+
+    monkeypatch.setattr(cls, "train_list", [[f, md5(f)] for f, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[f, md5(f)] for f, _ in cls.test_list])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(cls.meta["filename"])})
+
+
 def _write_idx(path, array: np.ndarray) -> None:
     """An idx-ubyte file: zero bytes, type 0x08 (uint8), the rank, big-endian sizes, the data."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape)
@@ -141,8 +160,9 @@ def _expected_cifar(rows: np.ndarray, name: str) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
-def test_cifar_loaders_read_their_own_format(tmp_path, name):
+def test_cifar_loaders_read_their_own_format(tmp_path, name, monkeypatch):
     written = _write_cifar(tmp_path, np.random.default_rng(0), hundred=name == "cifar100")
+    _publish_fixture_checksums(monkeypatch, tmp_path, hundred=name == "cifar100")
     data = load_data(name, data_dir=tmp_path)
     assert data.num_classes == (100 if name == "cifar100" else 10)
     assert data.input_size == (3, 32, 32)
@@ -179,8 +199,9 @@ def _crops(image: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     return torch.cat([crops, crops.flip(-1)])  # first 81 unflipped (centre is index 40)
 
 
-def test_cifar_augmentation_pads_crops_and_flips(tmp_path):
+def test_cifar_augmentation_pads_crops_and_flips(tmp_path, monkeypatch):
     _write_cifar(tmp_path, np.random.default_rng(2), hundred=False)
+    _publish_fixture_checksums(monkeypatch, tmp_path, hundred=False)
     plain = load_data("cifar10", data_dir=tmp_path)
     augmented = load_data("cifar10", data_dir=tmp_path, augment=True)
     mean, std = NORMALISATION["cifar10"]
@@ -232,9 +253,10 @@ def test_data_dir_pointing_at_the_dataset_folder_gets_a_hint(tmp_path):
         load_data("cifar10", data_dir=tmp_path / "cifar-10-batches-py")
 
 
-def test_broken_files_are_a_one_line_error(tmp_path):
+def test_broken_files_are_a_one_line_error(tmp_path, monkeypatch):
     _write_cifar(tmp_path, np.random.default_rng(4), hundred=False)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    _publish_fixture_checksums(monkeypatch, tmp_path, hundred=False)  # checksums pass, reading fails
     with pytest.raises(GradlabError, match="could not read cifar10") as err:
         load_data("cifar10", data_dir=tmp_path)
     assert "\n" not in str(err.value)
@@ -279,3 +301,44 @@ def test_normalisation_constants_are_the_training_set_statistics():
     for name, (mean, std) in expected.items():
         np.testing.assert_allclose(NORMALISATION[name][0], mean, atol=5e-4)
         np.testing.assert_allclose(NORMALISATION[name][1], std, atol=5e-4)
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named in ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+# The MD5s the CIFAR authors publish for their files (as torchvision lists them), written out
+# here rather than read from torchvision.
+CIFAR10_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+
+
+@pytest.mark.parametrize("victim", ["data_batch_1", "batches.meta", "test_batch"])
+def test_a_crafted_pickle_is_refused_before_it_is_unpickled(tmp_path, victim):
+    _write_cifar(tmp_path, np.random.default_rng(6), hundred=False)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "cifar-10-batches-py" / victim, "wb") as fh:
+        pickle.dump(_Payload(str(marker)), fh)
+    with pytest.raises(GradlabError, match="is not the official cifar10 file") as err:
+        load_data("cifar10", data_dir=tmp_path)
+    assert not marker.exists()
+    message = str(err.value)
+    assert "\n" not in message and "--download" in message
+    if victim == "data_batch_1":  # the first file checked: the error quotes its published MD5
+        assert CIFAR10_MD5[victim] in message
+
+
+def test_cifar_files_in_the_right_format_but_not_the_official_ones_are_refused(tmp_path):
+    # What torchvision itself refuses (its checksums do not match) gradlab refuses too.
+    _write_cifar(tmp_path, np.random.default_rng(7), hundred=True)
+    with pytest.raises(GradlabError, match="MD5"):
+        load_data("cifar100", data_dir=tmp_path)

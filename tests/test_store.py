@@ -196,7 +196,7 @@ def test_meta_is_written_atomically_and_merged(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(GradlabError, match="disk full"):  # one line, not a traceback
         writer.update_meta(num_steps=99)
     monkeypatch.undo()
     assert json.loads((path / "meta.json").read_text())["num_steps"] == 10

@@ -14,8 +14,10 @@ USAGE_ERROR_EXIT = 2
 
 
 def fail(message: str) -> None:
-    """Print ``Error: message`` on stderr and exit with status 2."""
-    click.echo(f"Error: {message}", err=True)
+    """Print ``Error: message`` on stderr (one line, terminal-safe, shortened) and exit 2."""
+    from gradlab.errors import one_line_message
+
+    click.echo(f"Error: {one_line_message(message)}", err=True)
     sys.exit(USAGE_ERROR_EXIT)
 
 

@@ -20,8 +20,9 @@ def train_options(func: Callable) -> Callable:
         click.option("--download", is_flag=True, help="Let torchvision fetch a missing dataset."),
         click.option("--augment", is_flag=True, help="Pad 4, random crop, flip (the ResNet paper's CIFAR recipe)."),
         click.option("--steps", type=int, default=None,
-                     help="Optimizer steps.  [default: 300 on a CPU, 2000 on a GPU]"),
-        click.option("--epochs", type=float, default=None, help="Train for epochs instead of --steps."),
+                     help="Optimizer steps  [default: 300 on a CPU, 2000 on a GPU, unless --epochs is given]"),
+        click.option("--epochs", type=float, default=None,
+                     help="Train for epochs instead of --steps (give one of the two)."),
         click.option("--batch-size", type=int, default=d.batch_size, show_default=True,
                      help="Global batch size (split across processes under torchrun)."),
         click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default=d.optimizer,
@@ -44,6 +45,10 @@ def train_options(func: Callable) -> Callable:
         click.option("--on-nonfinite", type=click.Choice(list(NONFINITE_POLICIES)), default=d.on_nonfinite,
                      show_default=True, help="Stop cleanly on a non-finite step, or skip that update."),
         click.option("--eval-every", type=int, default=d.eval_every, show_default=True),
+        click.option("--eval-batches", type=int, default=d.eval_batches, show_default=True,
+                     help="Held-out batches per evaluation."),
+        click.option("--flush-every", type=int, default=d.flush_every, show_default=True,
+                     help="Write records to disk every N steps (what a killed run keeps)."),
         click.option("--record-every", type=int, default=d.record_every, show_default=True,
                      help="Record gradients every N-th step."),
         click.option("--metrics", type=click.Choice(["default", "all"]), default=d.metrics, show_default=True,
@@ -59,6 +64,6 @@ def config_from_options(model: str, options: dict[str, Any]) -> TrainConfig:
     """Build the run settings from the parsed options (and consume them from ``options``)."""
     names = set(TrainConfig.field_names())
     values = {k: options.pop(k) for k in list(options) if k in names}
-    if values.get("epochs") is not None:
-        values["steps"] = None
+    # The training length is given once: --steps, --epochs, or neither (steps sized for the
+    # device). Both together is refused by TrainConfig.validate, as in an experiment file.
     return TrainConfig(model=model, **values)

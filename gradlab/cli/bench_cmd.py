@@ -54,6 +54,9 @@ def bench(spec: str, batch_size: int, input_size: int | None, device: str, amp: 
       gradlab bench tv:resnet50 --batch-size 32 --compile --json bench.json
     """
     from gradlab.bench import BenchConfig, format_bench, run_bench, write_json
+    from gradlab.preflight import check_output_file
+
+    check_output_file(json_path, "--json")  # before the benchmark, not after it
 
     config = BenchConfig(
         spec=spec, batch_size=batch_size, input_size=input_size, device=device, amp=amp,

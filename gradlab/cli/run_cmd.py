@@ -18,10 +18,12 @@ from gradlab.cli._common import user_errors
               help="Embed plotly.js in the report, or write it once beside it (for a gallery).")
 @click.option("--rerun", is_flag=True, help="Train again even where a finished run with the same settings exists.")
 @click.option("--limit", type=int, default=None, help="Run only the first N grid points.")
+@click.option("--max-points", type=int, default=None, metavar="N",
+              help="Allow grids of more than 10,000 points (counted before any is built).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @user_errors
 def run(file: str, profile: str, out: str | None, report_path: str | None, plotlyjs: str, rerun: bool,
-        limit: int | None, quiet: bool) -> None:
+        limit: int | None, max_points: int | None, quiet: bool) -> None:
     """Run every grid point of the experiment FILE (TOML) and write one report.
 
     \b
@@ -30,12 +32,15 @@ def run(file: str, profile: str, out: str | None, report_path: str | None, plotl
       gradlab run experiments/plain_vs_residual.toml --profile full --out runs/full
     """
     from gradlab.errors import GradlabError
-    from gradlab.experiment import run_experiment
+    from gradlab.experiment import MAX_GRID_POINTS, run_experiment
 
     if limit is not None and limit <= 0:
         raise GradlabError(f"--limit must be positive, got {limit}")
+    if max_points is not None and max_points <= 0:
+        raise GradlabError(f"--max-points must be positive, got {max_points}")
     report, run_dirs = run_experiment(file, profile=profile, out=out, report=report_path, rerun=rerun,
-                                      quiet=quiet, limit=limit, plotlyjs=plotlyjs)
+                                      quiet=quiet, limit=limit, plotlyjs=plotlyjs,
+                                      max_points=max_points or MAX_GRID_POINTS)
     for path in run_dirs:
         click.echo(f"run: {path}")
     click.echo(f"report: {report}")
