@@ -91,16 +91,19 @@ def plain_vs_residual(views: Sequence[RunView]) -> Headline:
     groups = [(False, False, "plain, no BN"), (True, False, "residual, no BN"),
               (False, True, "plain, BN"), (True, True, "residual, BN")]
     for gi, (residual, norm, name) in enumerate(groups):
-        pts = sorted((p for p in points if p.residual == residual and p.norm == norm), key=lambda p: p.depth)
-        for col, phase in ((1, "init"), (2, "late")):
-            y = [p.decades(phase) for p in pts]
-            fig.add_trace(go.Scatter(
-                x=[p.depth for p in pts], y=y, mode="lines+markers", name=ptext(name), legendgroup=name,
-                showlegend=col == 1, line=dict(color=PALETTE[gi], dash="solid" if norm else "dash"),
-                marker=dict(size=9, symbol="circle" if residual else "square"),
-                customdata=[[ptext(p.model), ptext(num(p.facts.ratio.get(phase, math.nan), 2))] for p in pts],
-                hovertemplate="<b>%{customdata[0]}</b><br>%{y:.3f} decades lost per layer"
-                              "<br>first/last %{customdata[1]}<extra></extra>"), row=1, col=col)
+        group = sorted((p for p in points if p.residual == residual and p.norm == norm), key=lambda p: p.depth)
+        # CIFAR nets (6n+2 layers) and ImageNet-style nets are separate lines: their stems differ.
+        families = [[p for p in group if (p.depth - 2) % 6 == 0], [p for p in group if (p.depth - 2) % 6 != 0]]
+        for fi, pts in enumerate(f for f in families if f):
+            for col, phase in ((1, "init"), (2, "late")):
+                y = [p.decades(phase) for p in pts]
+                fig.add_trace(go.Scatter(
+                    x=[p.depth for p in pts], y=y, mode="lines+markers", name=ptext(name), legendgroup=name,
+                    showlegend=col == 1 and fi == 0, line=dict(color=PALETTE[gi], dash="solid" if norm else "dash"),
+                    marker=dict(size=9, symbol="circle" if residual else "square"),
+                    customdata=[[ptext(p.model), ptext(num(p.facts.ratio.get(phase, math.nan), 2))] for p in pts],
+                    hovertemplate="<b>%{customdata[0]}</b><br>%{y:.3f} decades lost per layer"
+                                  "<br>first/last %{customdata[1]}<extra></extra>"), row=1, col=col)
     for col in (1, 2):
         fig.update_xaxes(title_text="depth (layers in the net's name)", row=1, col=col)
         fig.update_yaxes(title_text="dL/dh: decades lost per weight layer" if col == 1 else None,
@@ -277,7 +280,8 @@ def sigmoid_vs_relu(views: Sequence[RunView]) -> Headline:
                 hovertemplate="<b>%{customdata[0]}</b><br>dL/dh shrinks %{y:.3g}x per layer"
                               "<br>(%{customdata[1]} decades)<extra></extra>"), row=1, col=col)
     fig.update_layout(barmode="group")
-    fig.update_yaxes(type="log", title_text="dL/dh factor lost per weight layer at init", row=1, col=1)
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="dL/dh factor lost per weight layer at init", row=1, col=1)
     fig.add_hline(y=1, line=dict(color="#888", dash="dot", width=1))
     bare = [p for p in points if not p.norm]
 
