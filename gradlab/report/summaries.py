@@ -138,7 +138,7 @@ def _fired(view: RunView) -> float:
 
 def clipping(views: Sequence[RunView]) -> Headline:
     points = [_Point(v) for v in views]
-    methods = list(dict.fromkeys(p.clip for p in points))
+    methods = sorted(dict.fromkeys(p.clip for p in points), key=lambda m: m != "none")  # unclipped first
     rates = sorted({p.lr for p in points}, reverse=True)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=["share of the planned steps survived", "firing rate (share of recorded steps clipped)"])
