@@ -23,7 +23,7 @@ else:  # pragma: no cover - Python 3.10
 
 IMAGES = "images"
 _HEADLINE = re.compile(r"<p class='headline'>(.*?)</p>", re.DOTALL)
-_SENTENCE_END = re.compile(r"(?<=[.;])\s+(?=[A-Z])")
+_SENTENCE_END = re.compile(r"(?<=\.)\s+(?=[A-Z0-9])")
 
 
 def headline_sentence(report: Path) -> str | None:
