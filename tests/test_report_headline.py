@@ -60,8 +60,7 @@ def test_comparison_headline_names_the_better_run_with_its_numbers(tmp_path):
         accs[run.name] = acc
     html = build_report([a, b], tmp_path / "cmp.html").read_text()
     headline = re.search(r"<p class='headline'>(.*?)</p>", html).group(1)
-    assert headline.startswith("stronger trains best (held-out accuracy 0.700")
-    assert "weaker: held-out accuracy 0.200" in headline
+    assert headline.startswith("stronger trains better than weaker: held-out accuracy 0.70 vs 0.20")
     assert "dL/dh" in headline  # the gradient-flow difference follows
     # the headline and its first figure come before the first table
     assert html.index("class='headline'") < html.index('id="fig-headline-profile"') < html.index("<table")

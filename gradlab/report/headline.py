@@ -6,13 +6,13 @@ Three kinds of report get three kinds of headline:
   experiment has a summary in :mod:`gradlab.report.summaries`): the experiment's finding with
   its key number, and one figure across the grid;
 - a comparison (two or more runs): which run trains better, with held-out accuracy, final
-  loss and the gradient-flow difference. The text comes from
-  ``gradlab.comparison.compare_runs`` where that module exists, else from
-  :func:`comparison_text` here;
+  loss and the gradient-flow difference, from :func:`gradlab.comparison.compare_runs` (the
+  same words the terminal ends with);
 - one run: its held-out accuracy, final loss and verdict.
 
 Comparisons and single runs lead with the dL/dh profile per weight layer at init and late
-(all runs on shared axes) and the loss and accuracy curves.
+(all runs on shared axes), the batch cosine of the layer outputs where it was recorded (what
+shows a collapsed representation that the norms miss), and the loss and accuracy curves.
 """
 
 from __future__ import annotations
@@ -54,37 +54,6 @@ def _outcome(f: RunFacts) -> str:
     return ", ".join(parts) if parts else "no loss or accuracy recorded"
 
 
-def _rank_key(f: RunFacts) -> tuple:
-    """Better first: finite runs, higher held-out accuracy, lower final loss."""
-    acc = f.eval_acc if f.eval_acc == f.eval_acc else -1.0
-    loss = f.final_loss if f.final_loss == f.final_loss else float("inf")
-    return (f.stopped, -acc, loss)
-
-
-def comparison_text(facts: Sequence[RunFacts]) -> tuple[str, list[str]]:
-    """A plain verdict of two or more runs: the better run with numbers, then the gradient flow."""
-    ranked = sorted(facts, key=_rank_key)
-    best, rest = ranked[0], ranked[1:]
-    others = "; ".join(f"{f.label}: {_outcome(f)}" for f in rest)
-    if all(_rank_key(f)[:2] == _rank_key(best)[:2] for f in rest) and best.eval_acc == best.eval_acc:
-        first = f"{best.label} and the other runs end level on held-out accuracy ({_outcome(best)}; {others})."
-    else:
-        first = f"{best.label} trains best ({_outcome(best)}; {others})."
-    signal = next((f.signal for f in facts if f.signal), None)
-    second = ""
-    if signal is not None:
-        phase = "init"
-        late = all("late" in f.decades for f in facts if f.signal == signal)
-        parts = [_profile_words(f, phase) for f in facts]
-        second = (f"Gradient flow ({SIGNAL_WORDS[signal]}) at init: " + ", ".join(parts) + ".")
-        if late:
-            second += " Late: " + ", ".join(
-                f"{f.label} {num(f.decades['late'])}" for f in facts if f.signal == signal) + "."
-    lines = [f"{f.label}: {_outcome(f)}; verdict "
-             + ", ".join(f"{p} {v}" for p, v in f.verdict.items()) for f in facts]
-    return (first + (" " + second if second else "")), lines
-
-
 def run_text(f: RunFacts) -> str:
     """The headline of a report on one run."""
     text = f"{f.label}: {_outcome(f)}."
@@ -93,16 +62,6 @@ def run_text(f: RunFacts) -> str:
         text += (f" {SIGNAL_WORDS[f.signal]} is {f.verdict[phase]} ({phase}): "
                  f"{num(f.decades[phase])} decades lost per layer, first/last {num(f.ratio[phase], 2)}.")
     return text
-
-
-def _from_comparison_module(views: Sequence[RunView]) -> tuple[str, list[str]] | None:
-    """The verdict of ``gradlab.comparison.compare_runs`` when that module is installed."""
-    try:
-        from gradlab.comparison import compare_runs  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    result = compare_runs([v.run for v in views])
-    return str(result.headline), [str(line) for line in getattr(result, "lines", [])]
 
 
 def lead_sections(views: Sequence[RunView], keep: Keep | None) -> list[Section]:
@@ -120,6 +79,14 @@ def lead_sections(views: Sequence[RunView], keep: Keep | None) -> list[Section]:
             intro="Each run's norm against its position in the network (input on the left), on "
                   "shared axes. A line falling toward the left is a gradient that vanishes "
                   "before it reaches the input."))
+    if any("act_cos" in v.matrices for v in views):
+        out.append(profile_section(
+            views, [("act_cos", "batch cosine of the layer outputs")], key="headline-collapse",
+            phases=("init", "late"), keep=keep, log_y={"act_cos": False},
+            title="Does each layer still depend on its input? Batch cosine per layer, at init and late",
+            intro="The mean cosine between the outputs of different examples of a batch. Near 1, "
+                  "every input gives nearly the same output: the representation has collapsed, "
+                  "however healthy the gradient norms look."))
     out.append(training_section(views))
     return out
 
@@ -134,6 +101,7 @@ def make_headline(views: Sequence[RunView], keep: Keep | None) -> Headline:
     facts = [run_facts(v) for v in views]
     if len(views) == 1:
         return Headline(run_text(facts[0]), [], lead_sections(views, keep), kind="run")
-    given = _from_comparison_module(views)
-    text, lines = given if given is not None else comparison_text(facts)
-    return Headline(text, lines, lead_sections(views, keep), kind="comparison")
+    from gradlab.comparison import compare_runs
+
+    result = compare_runs([v.run for v in views])
+    return Headline(result.headline, result.lines, lead_sections(views, keep), kind="comparison")
