@@ -440,7 +440,7 @@ def diagnose_run(run: Any, *, thresholds: Thresholds = THRESHOLDS,
     """
     meta = run.meta if isinstance(run.meta, dict) else {}
     if matrices is None:
-        matrices = layer_matrices(run.layers, (*PROFILE_METRICS, "act_saturated_frac", "act_dead_frac"))
+        matrices = layer_matrices(run.layers, (*PROFILE_METRICS, "act_saturated_frac", "act_dead_units"))
     series = step_series(run.steps)
     traits = model_traits(meta)
     totals = _total_norms(series, matrices.get("grad_norm"))
@@ -492,7 +492,7 @@ def diagnose_run(run: Any, *, thresholds: Thresholds = THRESHOLDS,
                     row["evidence"] = (f"median norm grew {growth:.1f} decades since init; "
                                        + row["evidence"])
             row["saturated_frac"] = _window_mean(matrices.get("act_saturated_frac"), lo, hi)
-            row["dead_frac"] = _window_mean(matrices.get("act_dead_frac"), lo, hi)
+            row["dead_frac"] = _window_mean(matrices.get("act_dead_units"), lo, hi)
             row.update(_clip_stats(series, grad, step_lo, step_hi))
             row["total_norm_p10"], row["total_norm_p50"], row["total_norm_p90"] = pcts
             row["suggestion"], row["reason"] = _suggest(row, traits, meta, thresholds)
