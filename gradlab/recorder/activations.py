@@ -50,22 +50,45 @@ from gradlab.recorder.reduce import sumsq as _sumsq
 _in_backward = getattr(torch._C, "_current_graph_task_id", lambda: -1)
 
 
-def _first_tensor(output: Any) -> torch.Tensor | None:
+def _tensors(output: Any, depth: int = 0) -> list[torch.Tensor]:
+    """Every tensor of a module's output: a tensor, or tensors nested in tuples, lists and dicts
+    (a Hugging Face ``ModelOutput`` is a dict; an LSTM returns ``(output, (h_n, c_n))``)."""
     if isinstance(output, torch.Tensor):
-        return output
+        return [output]
+    if depth > 3:
+        return []
+    if isinstance(output, dict):
+        output = list(output.values())
     if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, torch.Tensor):
-                return item
-    return None
+        return [t for item in output for t in _tensors(item, depth + 1)]
+    return []
+
+
+_is_transformed = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", lambda t: False)
+
+
+def _mha_out_proj(root: torch.nn.Module | None, layers: Sequence[Layer]) -> dict[int, torch.nn.Module]:
+    """Layers that are the ``out_proj`` of a ``MultiheadAttention``: the attention module uses
+    its weights directly and never calls it, so its output is the attention's first output."""
+    if root is None:
+        return {}
+    found = {}
+    for mod in root.modules():
+        if isinstance(mod, torch.nn.MultiheadAttention):
+            for layer in layers:
+                if layer.module is mod.out_proj:
+                    found[layer.index] = mod
+    return found
 
 
 class ForwardTap:
     """The forward hooks of one recorder and the activation scalars of the current step."""
 
     def __init__(self, layers: Sequence[Layer], metrics: Sequence[str], saturation_threshold: float,
-                 ranks: rdist.Ranks) -> None:
+                 ranks: rdist.Ranks, root: torch.nn.Module | None = None) -> None:
         self.layers = list(layers)
+        # hooked on the attention module instead (see _mha_out_proj)
+        self.hooked_on = _mha_out_proj(root, self.layers)
         self.num_layers = len(layers)
         self.ranks = ranks
         self.want_grad = bool(ACT_GRAD_METRICS & set(metrics))
@@ -112,6 +135,8 @@ class ForwardTap:
     def attach(self) -> None:
         if not self.handles and not self.removed:
             self.handles = [
+                self.hooked_on[layer.index].register_forward_hook(partial(self._on_output_first, layer.index))
+                if layer.index in self.hooked_on else
                 layer.module.register_forward_hook(partial(self._on_output, layer.index))
                 for layer in self.layers
             ]
@@ -143,6 +168,11 @@ class ForwardTap:
         self._clear()
         self._cache.clear()
         self.run_dead.clear()
+
+    def _on_output_first(self, idx: int, module: torch.nn.Module, args: Any, output: Any) -> None:
+        # a MultiheadAttention's out_proj: the attention's first output is what it produced
+        first = _tensors(output)
+        return self._on_output(idx, module, args, first[0] if first else None)
 
     def _on_output(self, idx: int, module: torch.nn.Module, args: Any, output: Any) -> None:
         if torch.compiler.is_compiling():
@@ -176,13 +206,24 @@ class ForwardTap:
             self._observe(idx, output)
 
     def _observe(self, idx: int, output: Any) -> None:
-        x = _first_tensor(output)
-        if x is None or not x.is_floating_point() or x.numel() == 0:
+        # Evaluation under no_grad is not part of the training step.
+        if not torch.is_grad_enabled():
             return
-        # Evaluation under no_grad and re-computation during backward (checkpointing) are not
-        # part of the training step.
-        if not torch.is_grad_enabled() or _in_backward() != -1:
-            return
+        if _in_backward() != -1:
+            # Re-computation during backward (activation checkpointing). Non-reentrant
+            # checkpointing ran the forward with gradients on, and it was measured then; the
+            # reentrant kind ran it under no_grad, so this is the only forward there is.
+            if self.fwd_seen[idx]:
+                return
+        else:
+            self.fwd_seen[idx] = 1
+        tensors = [t for t in _tensors(output)
+                   if t.is_floating_point() and t.numel() > 0 and not _is_transformed(t)]
+        # tensors inside torch.func transforms (vmap, grad) are not the step's activations
+        for k, x in enumerate(tensors):
+            self._observe_tensor(idx, x, first=k == 0)
+
+    def _observe_tensor(self, idx: int, x: torch.Tensor, first: bool) -> None:
         if self.want_stats:
             xd = x.detach()
             kind, vals = moments(xd)
@@ -207,7 +248,7 @@ class ForwardTap:
             if self.want_cos and x.dim() >= 1 and x.shape[0] >= MIN_BATCH:
                 self.c_idx.append(idx)
                 self.c_sums.append(torch.stack(cosine_sums(xd)))
-            if self.want_units and self.is_relu[idx]:
+            if self.want_units and self.is_relu[idx] and first:
                 dim = unit_dim(xd, self.channels_first[idx])
                 if dim is not None:
                     alive = alive_units(xd, dim, self.nonneg[idx])
@@ -221,7 +262,7 @@ class ForwardTap:
             x.register_hook(partial(self._on_grad, idx, labels))
 
     def _on_grad(self, idx: int, labels: torch.Tensor | None, g: torch.Tensor) -> None:
-        if self.armed and not self.removed:
+        if self.armed and not self.removed and not _is_transformed(g):
             self.g_idx.append(idx)
             self.g_sq.append(_sumsq(g))
             if g.dim() >= 1 and g.shape[0] >= MIN_BATCH:
@@ -245,6 +286,7 @@ class ForwardTap:
         for name in self._STAGED:
             setattr(self, name, [])
         self.u_alive: dict[int, torch.Tensor] = {}  # units alive in this step's calls
+        self.fwd_seen = bytearray(self.num_layers)  # layers measured in this step's forward
         self._mark: dict[str, int] | None = None
 
     def staged_any(self) -> bool:

@@ -19,6 +19,7 @@ from gradlab.recorder.buffer import Chunk, RecordBuffer, split_rows
 from gradlab.recorder.finite import FiniteWatch
 from gradlab.recorder.frames import layer_frame, step_frame
 from gradlab.recorder.layers import Layer, LayerSelection, select_layers, unwrap
+from gradlab.recorder.optimizers import closure_of, resolve_optimizer
 from gradlab.recorder.metrics import (
     ACT_GRAD_NORM,
     ACTIVATION_METRICS,
@@ -104,11 +105,8 @@ class GradientRecorder:
                 f"GradientRecorder needs a torch.nn.Module, got {type(model).__name__}: "
                 "pass the model itself, e.g. GradientRecorder(model)"
             )
-        if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook"):
-            raise GradlabError(
-                f"optimizer= must be a torch.optim.Optimizer, got {type(optimizer).__name__}: "
-                "pass the optimizer whose step() should trigger recording, or leave it out"
-            )
+        if optimizer is not None:
+            optimizer = resolve_optimizer(optimizer)  # Accelerate's and Lightning's wrappers
         if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity <= 0:
             raise GradlabError(f"capacity must be a positive int, got {capacity!r}: pass e.g. capacity=64")
         self._schedule = _schedule(every)
@@ -133,7 +131,7 @@ class GradientRecorder:
         self._want_acts = bool(set(self.metrics) & ACTIVATION_METRICS)
         self._layout()
 
-        self._tap = ForwardTap(self.layers, self.metrics, self._threshold, self._ranks)
+        self._tap = ForwardTap(self.layers, self.metrics, self._threshold, self._ranks, root=self._root)
         self._params: ParamStats | None = None
         self._buf: RecordBuffer | None = None
         self._layer_chunks: list[Chunk] = []
@@ -147,15 +145,24 @@ class GradientRecorder:
         self._step = 0
         self._handles: list[Any] = []
         self._backward_since_step = False
+        self._in_closure_step = False  # inside optimizer.step(closure): no skip detection
         self._warned_no_acts = False
 
         self._next = self._schedule(0)
-        self._tap.attach()  # the first forward teaches the depth order
-        self._tap.arm(self._next)
-        if optimizer is not None:
-            self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
-            self._watch_skips()
-            self._wrap_unscale()
+        self._last_grads: list[tuple[Any, int]] | None = None  # which gradients the last step saw
+        try:
+            self._tap.attach()  # the first forward teaches the depth order
+            self._tap.arm(self._next)
+            if optimizer is not None:
+                self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
+                self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
+                self._watch_skips()
+                self._wrap_unscale()
+        except BaseException:
+            # nothing stays attached unless construction succeeds: the caller has no object to
+            # call remove() on
+            self.remove()
+            raise
 
     # -- layout of a buffer row -------------------------------------------------------------
     def _layout(self) -> None:
@@ -216,7 +223,9 @@ class GradientRecorder:
         """Records the current optimizer step if the schedule says so, then advances the counter.
 
         Call it after ``backward()`` (after ``scaler.unscale_`` with AMP) and before
-        ``optimizer.step()``. Returns whether this step was recorded.
+        ``optimizer.step()``, once per optimizer step. Returns whether this step was recorded.
+        A second call without a backward in between raises ``GradlabError`` (it would label
+        the same gradients as another step).
         """
         if self._removed:
             raise GradlabError("this recorder was removed: create a new GradientRecorder to record again")
@@ -225,11 +234,59 @@ class GradientRecorder:
                 "this recorder records from optimizer.step() itself (optimizer= was given): "
                 "remove the rec.step() call, or create the recorder without optimizer="
             )
+        self._check_new_backward()
         return self._advance()
 
-    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if not self._removed:
+    def _check_new_backward(self) -> None:
+        """Refuses a second step() without a backward in between: it would record the same
+        gradients as another step. Seen from the gradients themselves (a new tensor, or one
+        accumulated into in place), so it costs one pass over the parameter list."""
+        if not self._ready:
+            return
+        grads = [p.grad for p in self._all_params]
+        last = self._last_grads
+        if last is not None and len(last) == len(grads) and any(g is not None for g in grads) and all(
+            (g is None and ref is None) or (g is not None and ref is not None and ref() is g and v == g._version)
+            for g, (ref, v) in zip(grads, last)
+        ):
+            raise GradlabError(
+                "step() was called again without a backward() since the last step: call rec.step() "
+                "once per optimizer step, after loss.backward()"
+            )
+
+    def _note_grads(self) -> None:
+        self._last_grads = [(None, 0) if p.grad is None else (weakref.ref(p.grad), p.grad._version)
+                            for p in self._all_params]
+
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        if self._removed:
+            return None
+        closure, as_keyword = closure_of(args, kwargs)
+        if closure is None:
             self._advance()
+            return None
+        # step(closure): the backward runs inside the closure, after this hook. Record right
+        # after the closure's first call (LBFGS calls it again for its line search; the first
+        # call gives the step's gradient, accumulated micro-batches included).
+        done = [False]
+        self._in_closure_step = True  # forwards and backwards until the post-hook are this step's
+
+        def recorded_closure():
+            loss = closure()
+            if not done[0] and not self._removed:
+                done[0] = True
+                self._advance()
+            return loss
+
+        if as_keyword:
+            return args, {**kwargs, "closure": recorded_closure}
+        return (args[0], recorded_closure, *args[2:]), kwargs
+
+    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        # backward passes inside a closure (LBFGS re-evaluations) belong to this step: the next
+        # step's cleared gradients are not a skipped step
+        self._in_closure_step = False
+        self._backward_since_step = False
 
     def _advance(self) -> bool:
         s = self._step
@@ -249,6 +306,8 @@ class GradientRecorder:
         else:
             self._tap.discard()
         self._check_finite(s)
+        if self._optimizer is None:
+            self._note_grads()
         self._move_to(s + 1)
         return recorded
 
@@ -338,7 +397,8 @@ class GradientRecorder:
             "without the hooks is being reused: set torch._dynamo.config."
             "skip_nnmodule_hook_guards = False before the first compiled forward (or call "
             "torch._dynamo.reset() after creating the recorder). Otherwise check that the "
-            "forward runs between rec.step() calls with gradients enabled.",
+            "forward runs between rec.step() calls with gradients enabled (a forward under "
+            "torch.no_grad() is not measured).",
             RuntimeWarning,
             stacklevel=5,  # the caller of rec.step()
         )
@@ -369,6 +429,8 @@ class GradientRecorder:
         self._handles.append(self._root.register_forward_pre_hook(self._on_root_forward))
 
     def _on_probe_grad(self, p: torch.Tensor) -> None:
+        if self._in_closure_step:
+            return
         last = self._probe_grad() if self._probe_grad is not None else None
         if self._backward_since_step and last is not p.grad and not self._removed:
             # Cleared and refilled without an optimizer step: keep what the current step's
@@ -380,7 +442,7 @@ class GradientRecorder:
     def _on_root_forward(self, module: nn.Module, args: Any) -> None:
         if torch.compiler.is_compiling() or self._removed:
             return None
-        if self._backward_since_step and self._probe.grad is None:
+        if self._backward_since_step and self._probe.grad is None and not self._in_closure_step:
             self._skipped(keep_since_forward=False)
         self._tap.mark()
         return None
@@ -465,7 +527,10 @@ class GradientRecorder:
                            self._depth, LAYER_METRICS)
 
     def to_frame(self) -> pd.DataFrame:
-        """All per-layer records kept so far: columns step, layer, depth, metric, value."""
+        """All per-layer records kept so far: columns step, layer, depth, metric, value.
+
+        Records drained by :meth:`pop_frame` are no longer kept: after a pop, this returns only
+        what was recorded since. Use one of the two styles per recorder."""
         self._sync()
         return self._layer_frame(self._layer_chunks)
 
@@ -476,7 +541,8 @@ class GradientRecorder:
         return self._layer_frame(chunks)
 
     def step_frame(self) -> pd.DataFrame:
-        """All per-step records kept so far: columns step, metric, value."""
+        """All per-step records kept so far (not those drained by :meth:`pop_step_frame`):
+        columns step, metric, value."""
         self._sync()
         return step_frame(self._step_chunks, self._step_col_metric, _STEP_NAMES)
 
