@@ -338,7 +338,9 @@ class _Trainer:
                 writer.append_layers(recorder.pop_frame())
                 writer.flush(
                     layers=recorder.layer_table(),
-                    nonfinite_first=recorder.nonfinite_first or (first_bad or None),
+                    # the recorder's is exact at every step; the trainer's also sees a non-finite loss
+                    nonfinite_first=min((f for f in (recorder.nonfinite_first, first_bad or None) if f),
+                                        key=lambda f: f["step"], default=None),
                     steps_done=step + 1,
                     nonfinite_steps=counts["nonfinite"],
                     skipped_steps=counts["skipped"],
@@ -396,6 +398,7 @@ class _Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor, recorder) -> tuple[torch.Tensor, bool]:
         """One optimizer step. Returns the step's scalars (on the device) and whether it was non-finite."""
         self.optimizer.zero_grad(set_to_none=True)
+        recorder.set_labels(y)  # for act_grad_cos_class
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
             if self.amp_dtype is not None

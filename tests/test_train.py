@@ -98,7 +98,21 @@ def test_nonfinite_step_between_recorded_steps_is_still_located(tmp_path):
     steps = run.steps.pivot_table(index="step", columns="metric", values="value")
     first = int(steps.index[steps["nonfinite"] == 1.0][0])
     assert first > 0  # step 0 is the only recorded one, and it was finite
-    assert run.meta["nonfinite_first"] == {"step": first, "layer": None}
+    # the recorder checks every step's norms on the device: step and layer, though not recorded
+    found = run.meta["nonfinite_first"]
+    assert found["step"] == first and found["metric"] == "grad_norm"
+    assert found["layer"] in {r["name"] for r in run.meta["layers"]}
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_first_nonfinite_step_is_exact_under_stop_and_skip(tmp_path, mode):
+    config = tiny(lr=1e12, momentum=0.0, weight_decay=0.0, steps=12, metrics="default", record_every=4,
+                  on_nonfinite=mode)
+    run = load_run(train(config, tmp_path, quiet=True))
+    steps = run.steps.pivot_table(index="step", columns="metric", values="value")
+    first = int(steps.index[steps["nonfinite"] == 1.0][0])
+    found = run.meta["nonfinite_first"]
+    assert found["step"] == first and found["layer"] is not None
 
 
 def test_nonfinite_steps_can_be_skipped(tmp_path):

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 LAYER_METRICS = ("grad_norm", "weight_norm", "update_ratio", "act_grad_norm", "act_mean",
-                 "act_std", "act_dead_frac", "act_saturated_frac", "grad_nonfinite")
+                 "act_std", "act_zero_frac", "act_saturated_frac", "grad_nonfinite")
 
 
 def resnet_like_layers(blocks: Sequence[int] = (3, 8, 36, 3), convs_per_block: int = 3) -> list[dict[str, Any]]:
@@ -84,7 +84,7 @@ def synthetic_run(*, steps: int = 10_000, blocks: Sequence[int] = (3, 8, 36, 3),
         "update_ratio": 10 ** (-3 + 0.3 * drift[None, :] + rng.normal(0, 0.2, base.shape)),
         "act_mean": rng.normal(0.3, 0.05, base.shape),
         "act_std": np.abs(rng.normal(1.0, 0.1, base.shape)) * (1 + 0.01 * pos[:, None]),
-        "act_dead_frac": np.clip(rng.normal(0.3, 0.05, base.shape), 0, 1),
+        "act_zero_frac": np.clip(rng.normal(0.3, 0.05, base.shape), 0, 1),
         "act_saturated_frac": np.zeros(base.shape),
         "grad_nonfinite": np.zeros(base.shape),
     }
