@@ -171,12 +171,13 @@ def _score(runs: list[RunSummary]) -> tuple[float, float, float]:
     return acc, spread, float(fl.mean()) if fl.size else float("nan")
 
 
-def compare_runs(runs: Sequence[Any], *, min_acc_gap: float = 0.03,
+def compare_runs(runs: Sequence[Any], *, min_acc_gap: float = 0.03, min_loss_gap: float = 0.05,
                  reused: Sequence[bool] | None = None) -> Comparison:
     """Compare stored runs: which trains better and what differs in their gradient flow.
 
     Runs of the same model with different seeds are pooled (mean, with the spread across seeds
-    stated). ``reused`` marks which runs were reused rather than trained (for the summary lines).
+    stated). Held-out accuracies closer than ``min_acc_gap`` (or the seeds' spread) are level;
+    then a final training loss lower by ``min_loss_gap`` (relative) or more decides. ``reused`` marks which runs were reused rather than trained (for the summary lines).
     """
     summaries = [summarize(r) for r in runs]
     if reused is not None:
@@ -205,40 +206,59 @@ def compare_runs(runs: Sequence[Any], *, min_acc_gap: float = 0.03,
     seed_note = f", spread over {seeds} seeds {max(sp1, sp2):.2f}" if seeds > 1 else ""
     chance = summaries[0].chance
     chance_note = f"; chance {chance:.2f}" if np.isfinite(chance) else ""
+    better: str | None = None
     if np.isfinite(gap) and gap > noise:
-        better: str | None = best
+        better = best
         first = (f"{best} trains better than {worst}: held-out accuracy {_fmt(a1)} vs {_fmt(a2)}"
                  f"{chance_note}{seed_note}; final training loss {_fmt(l1)} vs {_fmt(l2)}.")
     else:
-        better = None
-        first = (f"Neither {best} nor {worst} trains clearly better: held-out accuracy {_fmt(a1)} vs "
-                 f"{_fmt(a2)}{chance_note}{seed_note}; final training loss {_fmt(l1)} vs {_fmt(l2)}.")
+        # Held-out accuracy is level: the training loss may still tell them apart.
+        by_loss = sorted((best, worst), key=lambda m: np.nan_to_num(scores[m][2], nan=np.inf))
+        lo, hi = scores[by_loss[0]][2], scores[by_loss[1]][2]
+        if np.isfinite(lo) and np.isfinite(hi) and hi - lo > min_loss_gap * hi:
+            better, best, worst = by_loss[0], by_loss[0], by_loss[1]
+            (a1, _, l1), (a2, _, l2) = scores[best], scores[worst]
+            first = (f"{best} trains better than {worst} by training loss: {_fmt(l1)} vs {_fmt(l2)} "
+                     f"at the end; held-out accuracy is level ({_fmt(a1)} vs {_fmt(a2)}"
+                     f"{chance_note}{seed_note}).")
+        else:
+            first = (f"Neither {best} nor {worst} trains clearly better: held-out accuracy {_fmt(a1)} vs "
+                     f"{_fmt(a2)}{chance_note}{seed_note}; final training loss {_fmt(l1)} vs {_fmt(l2)}.")
     second = _why(groups[best][0], groups[worst][0])
     return Comparison(summaries, better, f"{first} {second}", lines)
 
 
-def _why(good: RunSummary, bad: RunSummary) -> str:
-    """What in the gradient flow differs between two runs, with numbers."""
+def _why(first: RunSummary, second: RunSummary) -> str:
+    """What in the gradient flow differs between two runs, with numbers (``first`` is the one
+    that trains better, or either when neither does)."""
     def dpl(s: RunSummary, phase: str) -> str:
         v = s.decades_per_layer.get(phase, float("nan"))
         return "n/a" if not np.isfinite(v) else f"{v:+.3f}"
 
-    norms = (f"dL/dh changes {dpl(good, 'init')} vs {dpl(bad, 'init')} decades per layer toward the "
-             f"input at init and {dpl(good, 'late')} vs {dpl(bad, 'late')} late")
-    if bad.verdict == "non-finite" and good.verdict != "non-finite":
-        return f"{bad.name} {bad.why}."
-    if bad.verdict in ("vanishing", "exploding") and good.verdict not in ("vanishing", "exploding"):
-        return f"{bad.name}'s gradient is {bad.verdict}: {norms}."
-    cos_good = good.upper_cos.get("late", float("nan"))
-    cos_bad = bad.upper_cos.get("late", float("nan"))
+    norms = (f"dL/dh changes {dpl(first, 'init')} vs {dpl(second, 'init')} decades per layer toward "
+             f"the input at init and {dpl(first, 'late')} vs {dpl(second, 'late')} late")
+    broken = [s for s in (second, first) if s.verdict == "non-finite"]
+    if broken and len(broken) == 1:
+        return f"{broken[0].name} {broken[0].why}."
+    flow = ("vanishing", "exploding")
+    if (first.verdict in flow) != (second.verdict in flow) or (
+            first.verdict in flow and first.verdict != second.verdict):
+        named = [f"{s.name}'s gradient is {s.verdict}" for s in (second, first) if s.verdict in flow]
+        healthy = [f"{s.name}'s is {s.verdict}" for s in (second, first) if s.verdict not in flow]
+        return f"{'; '.join(named + healthy)}: {norms}."
+    cos_first = first.upper_cos.get("late", float("nan"))
+    cos_second = second.upper_cos.get("late", float("nan"))
     collapse = ""
-    if np.isfinite(cos_good) and np.isfinite(cos_bad):
-        collapse = (f"upper-layer outputs have batch cosine {cos_bad:.2f} in {bad.name} vs "
-                    f"{cos_good:.2f} in {good.name} late")
-        if bad.verdict == "collapsed" and good.verdict != "collapsed":
+    if np.isfinite(cos_first) and np.isfinite(cos_second):
+        collapse = (f"upper-layer outputs have batch cosine {cos_second:.2f} in {second.name} vs "
+                    f"{cos_first:.2f} in {first.name} late")
+        collapsed = [s for s in (second, first) if s.verdict == "collapsed"]
+        if len(collapsed) == 1:
+            bad = collapsed[0]
+            good = first if bad is second else second
             shatter = ""
             if np.isfinite(bad.class_cos_init) and np.isfinite(good.class_cos_init):
-                shatter = (f"; at init its backward signal had already lost the class structure "
+                shatter = (f"; at init its backward signal had already lost more of the class structure "
                            f"(same-class dL/dh cosine {bad.class_cos_init:.3f} vs {good.class_cos_init:.3f})")
             return (f"The gradient norms do not explain it ({norms}); the representation does: "
                     f"{bad.name} collapsed, every input gives nearly the same output ({collapse}){shatter}.")

@@ -8,6 +8,7 @@ the elapsed time.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any, TextIO
@@ -20,7 +21,7 @@ class LineProgress:
         self.total = max(1, int(total))
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
-        self.step_every = max(1, int(self.total * every_pct / 100.0))
+        self.step_every = max(1, math.ceil(self.total * every_pct / 100.0))
         self.n = 0
         self.postfix: dict[str, Any] = {}
         self.started = time.monotonic()

@@ -109,3 +109,20 @@ def test_vanishing_run_is_explained_by_its_norms():
     c = compare_runs([good, bad])
     assert "plain56's gradient is vanishing" in c.headline
     assert "+0.000 vs +0.500 decades per layer" in c.headline
+
+
+def test_level_accuracy_falls_back_to_the_training_loss():
+    # Both at chance on held-out data, but one fits the training data: 2.02 against 2.29.
+    a = make_run("plain20", acc=0.09, loss=2.02, upper_cos=0.4)
+    b = make_run("plain20:norm=none", acc=0.10, loss=2.29, upper_cos=0.4, decay=0.4)
+    c = compare_runs([a, b])
+    assert c.better == "plain20"
+    assert c.headline.startswith("plain20 trains better than plain20:norm=none by training loss: "
+                                 "2.02 vs 2.29 at the end; held-out accuracy is level (0.09 vs 0.10")
+    assert "plain20:norm=none's gradient is vanishing; plain20's is healthy" in c.headline
+
+
+def test_losses_within_five_percent_are_level():
+    a = make_run("a", acc=0.10, loss=2.30, upper_cos=0.4)
+    b = make_run("b", acc=0.10, loss=2.25, upper_cos=0.4)
+    assert compare_runs([a, b]).better is None
