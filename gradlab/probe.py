@@ -68,6 +68,7 @@ def probe(
         model = build_model(spec, num_classes=bundle.num_classes, in_channels=bundle.input_size[0]).to(dev)
         model.train()
         with GradientRecorder(model, metrics="all") as rec:
+            rec.set_labels(y)  # the same-class dL/dh cosine (shattered gradients at init)
             loss = nn.functional.cross_entropy(model(x).float(), y)
             loss.backward()
             rec.step()
@@ -94,6 +95,7 @@ def probe(
 
 def format_probe(results: list[ProbeResult], max_rows: int = 200) -> str:
     """The printed form: per-layer norms, first-to-last ratios and the diagnosis."""
+    from gradlab.collapse import finding_words, similarity_findings
     from gradlab.diagnose import format_diagnosis
 
     blocks = []
@@ -112,6 +114,7 @@ def format_probe(results: list[ProbeResult], max_rows: int = 200) -> str:
         if len(order) > max_rows:
             lines.append(f"  ... {len(order) - max_rows} more layers")
         lines.append(format_diagnosis(r.diagnosis))
+        lines.extend(f"  {finding_words(f)}" for f in similarity_findings(r.run()))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
