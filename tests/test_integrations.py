@@ -145,3 +145,30 @@ def test_hugging_face_callback_records_the_unclipped_gradient_of_a_tiny_gpt2(tmp
     assert names[:2] == ["transformer.wte", "transformer.wpe"] and names[-1] == "lm_head"
     assert names.index("transformer.h.0.attn.c_attn") < names.index("transformer.h.1.ln_1")
     assert not [h for m in model.modules() for h in m._forward_pre_hooks.values()]  # all removed
+
+
+@pytest.mark.slow
+def test_accelerate_wrapped_optimizer_records_once_per_accumulated_step():
+    accelerate = pytest.importorskip("accelerate")
+    from gradlab.recorder import GradientRecorder as Recorder
+
+    accelerator = accelerate.Accelerator(cpu=True, gradient_accumulation_steps=2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    ref = copy.deepcopy(model)
+    model, opt = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.0))
+    assert type(opt).__name__ == "AcceleratedOptimizer"  # the premise: the wrapper, not torch's
+    gen = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(4, 4, generator=gen), torch.randint(0, 3, (4,), generator=gen)) for _ in range(4)]
+    with Recorder(model, optimizer=opt) as rec:
+        for x, y in batches:
+            with accelerator.accumulate(model):
+                accelerator.backward(nn.functional.cross_entropy(model(x), y))
+                opt.step()
+                opt.zero_grad()
+    assert sorted(set(rec.to_frame().step)) == [0, 1]  # 4 micro-batches, 2 optimizer steps
+    for x, y in batches[:2]:  # Accelerate divides each micro-batch's loss by 2
+        (nn.functional.cross_entropy(ref(x), y) / 2).backward()
+    want = float(torch.linalg.vector_norm(torch.cat([p.grad.flatten().double() for p in ref.parameters()])))
+    got = rec.step_frame().query("step == 0 and metric == 'total_grad_norm'")["value"].item()
+    assert got == pytest.approx(want, rel=1e-5)
