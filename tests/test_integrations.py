@@ -132,6 +132,7 @@ def test_hugging_face_callback_records_the_unclipped_gradient_of_a_tiny_gpt2(tmp
         output_dir=str(tmp_path / "hf"), max_steps=3, per_device_train_batch_size=4,
         gradient_accumulation_steps=2, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
         max_grad_norm=1e-3, learning_rate=1e-3, disable_tqdm=True)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     callback = GradlabTrainerCallback(tmp_path / "run", every=1, metrics="all")
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback])
     trainer.train()
@@ -144,6 +145,9 @@ def test_hugging_face_callback_records_the_unclipped_gradient_of_a_tiny_gpt2(tmp
     names = [e["name"] for e in sorted(run.meta["layers"], key=lambda e: e["depth"])]
     assert names[:2] == ["transformer.wte", "transformer.wpe"] and names[-1] == "lm_head"
     assert names.index("transformer.h.0.attn.c_attn") < names.index("transformer.h.1.ln_1")
+    # inside the reentrant-checkpointed blocks too, every layer has its activation rows, once
+    acts = run.layers.query("metric == 'act_grad_norm' and step == 0")
+    assert set(acts.layer) == set(names) and len(acts) == len(names)
     assert not [h for m in model.modules() for h in m._forward_pre_hooks.values()]  # all removed
 
 
