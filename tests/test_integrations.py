@@ -176,3 +176,20 @@ def test_accelerate_wrapped_optimizer_records_once_per_accumulated_step():
     want = float(torch.linalg.vector_norm(torch.cat([p.grad.flatten().double() for p in ref.parameters()])))
     got = rec.step_frame().query("step == 0 and metric == 'total_grad_norm'")["value"].item()
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_run_sink_keeps_what_was_flushed_when_training_dies(tmp_path):
+    from gradlab.integrations import RunSink
+
+    model = _sigmoid_mlp(depth=2)
+    with GradientRecorder(model, every=1) as rec:
+        with pytest.raises(RuntimeError, match="boom"):
+            with RunSink(rec, tmp_path / "run") as sink:
+                _train(model, rec, steps=3)
+                sink.flush()
+                _train(model, rec, steps=2)  # not flushed by hand: the failed close() writes them
+                raise RuntimeError("boom")
+    run = load_run(tmp_path / "run")
+    assert run.status == "failed" and "boom" in run.meta["error"]
+    assert sorted(set(run.layers.step)) == [0, 1, 2, 3, 4]  # close() flushes what was left
+    assert run.meta["steps_done"] == 5
