@@ -30,9 +30,10 @@ import platform
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -95,7 +96,7 @@ class Spread:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Spread":
+    def of(cls, values: Sequence[float]) -> Spread:
         vals = [float(v) for v in values]
         return cls(quantile(vals, 0.5), quantile(vals, 0.25), quantile(vals, 0.75),
                    min(vals, default=math.nan), max(vals, default=math.nan), len(vals))
@@ -112,7 +113,7 @@ def round_statistic(times: Sequence[float], phases: Sequence[int], period: int) 
     if len(times) != len(phases):
         raise ValueError("times and phases differ in length")
     by_phase: dict[int, list[float]] = {}
-    for t, ph in zip(times, phases):
+    for t, ph in zip(times, phases, strict=True):
         by_phase.setdefault(ph % period, []).append(t)
     if not by_phase:
         return math.nan
@@ -155,7 +156,8 @@ def held_bytes(obj: Any, device: torch.device, exclude: Iterable[torch.Tensor] =
             if storage.data_ptr() in skip_ptrs or key in storages:
                 continue
             storages.add(key)
-            same = item.device.type == device.type and (device.index is None or item.device.index in (None, device.index))
+            same = item.device.type == device.type and (
+                device.index is None or item.device.index in (None, device.index))
             totals["device" if same else "host"] += storage.nbytes()
             continue
         if isinstance(item, np.ndarray):
@@ -488,12 +490,12 @@ class _Bench:
                         arm = self.arms[i]
                         phases[i].append(arm.count % arm.period)
                         if cfg.compile:
-                            self._counted(arm, lambda arm=arm, i=i: times[i].append(self._timed_step(arm)),
+                            self._counted(arm, lambda arm=arm, i=i: times[i].append(self._timed_step(arm)),  # noqa: B023 (called at once)
                                           timed=True)
                         else:
                             times[i].append(self._timed_step(arm))
                 gc.enable()
-                for arm, t, ph in zip(self.arms, times, phases):
+                for arm, t, ph in zip(self.arms, times, phases, strict=True):
                     arm.times += t
                     arm.phases += ph
                     arm.rounds.append(round_statistic(t, ph, arm.period))
@@ -678,7 +680,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     results: list[ArmResult] = []
     peaks = bench.peak_memory()
     for arm in bench.arms:
-        ratios = [a / b for a, b in zip(arm.rounds, bare.rounds)]
+        ratios = [a / b for a, b in zip(arm.rounds, bare.rounds, strict=True)]
         res = ArmResult(
             name=arm.name, kind=arm.kind, metrics=arm.metrics, every=arm.every,
             step_ms=quantile(arm.rounds, 0.5), ratio=Spread.of(ratios),
@@ -686,7 +688,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
         )
         if arm.recorder is not None:
             holder: dict[str, Any] = {}
-            bench._counted(arm, lambda arm=arm: holder.update(bench.recorder_memory(arm)))
+            bench._counted(arm, lambda arm=arm: holder.update(bench.recorder_memory(arm)))  # noqa: B023 (called at once)
             res.memory = holder
             res.records = res.memory["values_held"]
         if arm.name in peaks:
@@ -798,7 +800,6 @@ def frame_scale(values: int = 10_000_000, layers: int = 500, progress: Callable[
 
 def _frame_main(argv: Sequence[str] | None = None) -> int:
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(prog="python -m gradlab.bench",
                                      description="Time GradientRecorder.to_frame() on many recorded values.")
@@ -814,7 +815,8 @@ def _frame_main(argv: Sequence[str] | None = None) -> int:
           f"{result['host_bytes_per_value']:.2f} B per value")
     print(f"to_frame(): {result['to_frame_s']:.2f} s, {result['to_frame_rows']:,} rows, frame "
           f"{result['frame_bytes_shallow'] / mib:.0f} MiB (columns, shallow), peak resident memory "
-          f"{result['to_frame_peak_above_before'] / mib:.0f} MiB above the {result['rss_before_to_frame'] / mib:.0f} MiB before")
+          f"{result['to_frame_peak_above_before'] / mib:.0f} MiB above the "
+          f"{result['rss_before_to_frame'] / mib:.0f} MiB before")
     print(f"step_frame(): {result['step_frame_s']:.3f} s, {result['step_frame_rows']:,} rows")
     if args.json:
         write_json(result, args.json)

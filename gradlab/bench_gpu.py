@@ -24,8 +24,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 #: (label, metric set, every, target) of the eager rows.
 EAGER_CASES = (
@@ -63,14 +64,16 @@ def _markdown(rows: list[dict[str, Any]], env: dict[str, Any], others: list[dict
         f"Measured on {env.get('device', '?')}, torch {env.get('torch', '?')} (CUDA {env.get('cuda')}), "
         f"{env.get('date', '?')}, with `{command}`.",
         "",
-        "| case | amp | target | ratio to bare (median, IQR over rounds) | mean ratio | A/A control | bare step | met | note |",
+        "| case | amp | target | ratio to bare (median, IQR over rounds) | mean ratio | A/A control | bare step "
+        "| met | note |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         control = "" if r["control"] is None else f"{r['control']:.3f}"
         lines.append(
             f"| {r['case']} | {r['amp']} | <= {r['target']:.2f} | {r['ratio']:.3f} ({r['q1']:.3f}-{r['q3']:.3f}) "
-            f"| {r['mean_ratio']:.3f} | {control} | {r['bare_ms']:.1f} ms | {'yes' if r['met'] else 'no'} | {r['note']} |"
+            f"| {r['mean_ratio']:.3f} | {control} | {r['bare_ms']:.1f} ms "
+            f"| {'yes' if r['met'] else 'no'} | {r['note']} |"
         )
     if others:
         lines += ["", "The common alternatives, timed in the same rounds:", "",

@@ -509,16 +509,17 @@ def _pool_window(op: _Op) -> int:
         n = len(spatial_in)
         as_tuple = lambda v: (v,) * n if isinstance(v, int) else tuple(v)  # noqa: E731
         kernel, stride, padding = as_tuple(kernel), as_tuple(stride), as_tuple(padding)
-        ok = kernel == stride and not any(padding) and all(i % k == 0 for i, k in zip(spatial_in, kernel))
+        ok = kernel == stride and not any(padding) and all(i % k == 0 for i, k in zip(spatial_in, kernel, strict=True))
         if not ok:
             raise GradlabError(
                 f"only non-overlapping average pooling that tiles the input is modelled, got kernel {kernel}, "
                 f"stride {stride}, padding {padding} on {spatial_in}"
             )
         return int(np.prod(kernel))
-    if any(i % o for i, o in zip(spatial_in, spatial_out)):
-        raise GradlabError(f"adaptive average pooling from {spatial_in} to {spatial_out} overlaps windows; use sizes that divide")
-    return int(np.prod([i // o for i, o in zip(spatial_in, spatial_out)]))
+    if any(i % o for i, o in zip(spatial_in, spatial_out, strict=True)):
+        raise GradlabError(f"adaptive average pooling from {spatial_in} to {spatial_out} overlaps windows; "
+                           "use sizes that divide")
+    return int(np.prod([i // o for i, o in zip(spatial_in, spatial_out, strict=True)]))
 
 
 def _valid_fraction(op: _Op) -> float:
@@ -653,7 +654,8 @@ def _propagate(
         kinks: tuple[float, ...] = ()
         if pending and override is not None:
             phi = override
-            layer.labels.append(activation if isinstance(activation, str) else getattr(activation, "__name__", "custom"))
+            act_label = activation if isinstance(activation, str) else getattr(activation, "__name__", "custom")
+            layer.labels.append(act_label)
         else:
             phi = _compose([_replay(op) for op in pending])
             layer.labels.extend(_label(op) for op in pending) if pending else layer.labels.append("identity")
@@ -661,7 +663,7 @@ def _propagate(
             kinks = _kinks(pending[0]) if pending else ()
         if max_pool is None:
             mu_map, m_map, d_map = _map_moments(phi, q_map, 1, kinks)
-            layer.back.append(lambda g, d=_squeeze_channels(d_map): g * d)
+            layer.back.append(lambda g, d=_squeeze_channels(d_map): g * d)  # noqa: B008 (binds this layer's map)
         else:
             # Each window passes on its largest entry and routes its gradient there alone; the
             # window's entries are taken as independent N(0, q) with q their mean.
@@ -671,10 +673,11 @@ def _propagate(
             mu_map, m_map, d_map = (torch.empty_like(q_win) for _ in range(3))
             for k in torch.unique(count).tolist():
                 sel = count == k
-                for target, value in zip((mu_map, m_map, d_map), _map_moments(phi, q_win[sel], int(k), kinks)):
+                moments = _map_moments(phi, q_win[sel], int(k), kinks)
+                for target, value in zip((mu_map, m_map, d_map), moments, strict=True):
                     target[sel] = value
             shape = tuple(q_map.shape)
-            layer.back.append(lambda g, d=_squeeze_channels(d_map), w=windows, s=shape: _vjp(w, s, g * d))
+            layer.back.append(lambda g, d=_squeeze_channels(d_map), w=windows, s=shape: _vjp(w, s, g * d))  # noqa: B008 (binds)
             layer.labels.append(_label(max_pool))
             approx = True
         stage = "post"

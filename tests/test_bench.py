@@ -176,7 +176,7 @@ def test_run_bench_ratios_are_per_round(tiny_result):
     assert bare.ratio.median == 1.0 and bare.ratio.n == 3 and bare.mean_ratio == 1.0
     for arm in r.arms:
         assert len(arm.round_ms) == 3 and all(t > 0 for t in arm.round_ms)
-        expected = [a / b for a, b in zip(arm.round_ms, bare.round_ms)]
+        expected = [a / b for a, b in zip(arm.round_ms, bare.round_ms, strict=True)]
         assert arm.ratio.median == pytest.approx(float(np.median(expected)))
         assert arm.ratio.lo == pytest.approx(min(expected)) and arm.ratio.hi == pytest.approx(max(expected))
 
@@ -283,6 +283,7 @@ def test_cli_runs_and_writes_json(tmp_path):
     assert [a["name"] for a in data["arms"]] == ["bare", "gradlab default, every 2"]
 
 
+@pytest.mark.slow
 def test_gpu_script_smoke_writes_table_and_json(tmp_path):
     from gradlab import bench_gpu
 
@@ -306,7 +307,7 @@ def test_compiled_arms_get_classes_of_their_own():
     b = build_model("resnet20")
     originals = [type(m) for m in b.modules()]
     _own_classes(b)
-    for m_a, m_b, cls in zip(a.modules(), b.modules(), originals):
+    for m_a, m_b, cls in zip(a.modules(), b.modules(), originals, strict=True):
         assert type(m_b) is not cls and isinstance(m_b, cls)
         assert type(m_b).__name__ == cls.__name__ and type(m_a) is cls
     # modules of one class in one arm share the arm's class

@@ -282,7 +282,8 @@ def test_max_pooling_routes_the_gradient_to_the_window_maximum():
     # so ||g||^2 loses almost nothing at the ReLU (factor ~1, where an elementwise ReLU gives 1/2).
     torch.manual_seed(0)
     model = _init(
-        nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Conv2d(64, 64, 3, padding=1)),
+        nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                      nn.Conv2d(64, 64, 3, padding=1)),
         "kaiming",
     )
     frame = predict_profile(model, (3, 16, 16))

@@ -31,10 +31,11 @@ def test_json_listing_has_every_model_with_counts(listing_json):
         assert abs(rows[name]["macs"] / 1e9 - rows[name]["paper_gmacs"]) / rows[name]["paper_gmacs"] < 0.1
 
 
+@pytest.mark.slow
 def test_table_listing_with_classes():
     result = CliRunner().invoke(main, ["models", "--classes", "10"])
     assert result.exit_code == 0, result.output
-    line = next(l for l in result.output.splitlines() if l.startswith("resnet34 "))
+    line = next(row for row in result.output.splitlines() if row.startswith("resnet34 "))
     # 990 outputs fewer, each with 512 weights and a bias: 21,797,672 - 990 * 513
     assert f"{21_797_672 - 990 * 513:,}" in line and "3.6 G" in line and "3x224x224" in line
     assert "classes: 1000 for ImageNet-style nets" in result.output
@@ -48,7 +49,8 @@ def test_spec_detail_table_json_and_csv():
     info = json.loads(runner.invoke(main, ["models", "--spec", "plain20:act=tanh", "--format", "json"]).output)
     assert info["name"] == "plain20:act=tanh" and info["params"] == 269_722
     assert any(layer["type"] == "Tanh" for layer in info["layers"])
-    rows = list(csv.DictReader(io.StringIO(runner.invoke(main, ["models", "--spec", "mlp3", "--format", "csv"]).output)))
+    output = runner.invoke(main, ["models", "--spec", "mlp3", "--format", "csv"]).output
+    rows = list(csv.DictReader(io.StringIO(output)))
     assert [r["layer"] for r in rows if r["type"] == "Linear"] == ["layers.0.linear", "layers.1.linear", "fc"]
     assert sum(int(r["params"]) for r in rows) == (3072 * 256 + 512) * 1 + (256 * 256 + 512) + 2570
 
@@ -56,5 +58,5 @@ def test_spec_detail_table_json_and_csv():
 def test_bad_spec_is_a_one_line_error_with_status_2():
     result = CliRunner().invoke(main, ["models", "--spec", "resnet35"])
     assert result.exit_code == 2
-    lines = [l for l in result.output.splitlines() if l.strip()]
+    lines = [row for row in result.output.splitlines() if row.strip()]
     assert lines == [lines[0]] and lines[0].startswith("Error: unknown model 'resnet35'")

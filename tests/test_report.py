@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from gradlab.errors import GradlabError
 from gradlab.report import build_report, build_sections
 from gradlab.report.align import align
 from gradlab.report.bench import synthetic_run
 from gradlab.report.data import prepare
 from gradlab.report.downsample import log_codes, minmax_grid, minmax_indices
-from gradlab.errors import GradlabError
 from gradlab.store import Run
 
 ALL_FIGURES = ["headline-profile", "training", "profiles", "flow-grad", "flow-act", "gradnorm",

@@ -47,6 +47,7 @@ def driver(tmp_path):
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_report_renders_in_chromium(tmp_path, driver):
     from selenium.common.exceptions import NoAlertPresentException
 
@@ -74,7 +75,7 @@ def test_report_renders_in_chromium(tmp_path, driver):
     severe = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
     assert severe == [], severe
     with pytest.raises(NoAlertPresentException):
-        driver.switch_to.alert.text  # the run name did not run as a script
+        _ = driver.switch_to.alert.text  # the run name did not run as a script
     title = driver.find_element("css selector", "h1").text
     assert EVIL in title  # shown as text
     legend = " ".join(e.text for e in driver.find_elements("css selector", "#fig-profiles .legendtext"))
@@ -92,6 +93,7 @@ def _severe(driver) -> list:
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_headline_figure_sits_above_the_first_table(tmp_path, driver):
     from gradlab.report.browser import open_drawn
 

@@ -6,8 +6,9 @@ about as much as constructing its modules.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any
 
 from torch import nn
 

@@ -11,7 +11,7 @@ at weight 1, bias 0.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -56,7 +56,8 @@ def parse_init(value: str) -> str:
         try:
             std = float(std_text)
         except ValueError:
-            raise ValueError(f"init=normal:{std_text}: the standard deviation must be a number, e.g. normal:0.01") from None
+            raise ValueError(
+                f"init=normal:{std_text}: the standard deviation must be a number, e.g. normal:0.01") from None
         if not (math.isfinite(std) and std > 0):
             raise ValueError(f"init=normal:{std_text}: the standard deviation must be positive and finite")
         return f"normal:{std!r}"

@@ -7,8 +7,8 @@ would mix the statistics of every place it is used).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import nn

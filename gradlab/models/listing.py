@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from gradlab.errors import GradlabError
 from gradlab.models.describe import describe_model, zoo_rows
@@ -40,7 +41,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = []
     for row in cells:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
 
@@ -74,7 +75,7 @@ def _detail(info: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(info, indent=2)
     header = ["layer", "type", "output_shape", "params", "macs"]
-    rows = [[l["name"], l["type"], _shape(l["output_shape"]), l["params"], l["macs"]] for l in info["layers"]]
+    rows = [[r["name"], r["type"], _shape(r["output_shape"]), r["params"], r["macs"]] for r in info["layers"]]
     if fmt == "csv":
         return _csv(header, rows)
     options = ", ".join(f"{k}={OPTIONS[k].format(v)}" for k, v in info["options"].items())

@@ -7,8 +7,9 @@ Which options a model accepts, and their defaults, is up to its registry entry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from gradlab.models.init import SCHEMES, parse_init
 from gradlab.models.layers import ACTIVATIONS
@@ -66,7 +67,8 @@ def _init(text: str) -> str:
     return parse_init(text)
 
 
-_ACT_SPELLINGS = {name: name for name in ACTIVATIONS} | {"linear": "identity", "none": "identity", "leakyrelu": "leaky_relu"}
+_ACT_SPELLINGS = {name: name for name in ACTIVATIONS} | {
+    "linear": "identity", "none": "identity", "leakyrelu": "leaky_relu"}
 
 # Canonical order: a spec's options are written back in this order.
 OPTIONS: dict[str, Option] = {

@@ -7,8 +7,9 @@ Entries are registered once; registering a name twice is a programming error and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 

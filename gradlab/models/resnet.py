@@ -10,8 +10,8 @@ addition.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Sequence, Type, Union
 
 import torch
 from torch import nn
@@ -119,7 +119,7 @@ class Bottleneck(nn.Module):
         return self.act3(out)
 
 
-Block = Type[Union[BasicBlock, Bottleneck]]
+Block = type[BasicBlock | Bottleneck]
 
 
 class ResNet(nn.Module):
@@ -166,7 +166,7 @@ class ResNet(nn.Module):
         self.act1 = act_layer()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else None
         self._stages: list[str] = []
-        for i, (planes, blocks) in enumerate(zip(widths, layers)):
+        for i, (planes, blocks) in enumerate(zip(widths, layers, strict=True)):
             stage = self._make_layer(block, planes, blocks, stride=1 if i == 0 else 2)
             self.add_module(f"layer{i + 1}", stage)
             self._stages.append(f"layer{i + 1}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,5 +44,6 @@ def activations_section(views: Sequence[RunView]) -> Section:
                "ReLU network's gradient. The std of responses (outputs of the norm layers, "
                "before the addition) is the ResNet paper's Fig. 7: smaller in residual nets "
                "than in plain ones."),
-        phases=("init", "late"), log_y={"act_dead_units": False, "act_saturated_frac": False, "act_std": None}, keep=_keep, by_phase_columns=False,
+        phases=("init", "late"), log_y={"act_dead_units": False, "act_saturated_frac": False, "act_std": None},
+        keep=_keep, by_phase_columns=False,
     )

@@ -14,8 +14,8 @@ Networks without stages (MLPs) get their relative depth: rank / (layers - 1).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

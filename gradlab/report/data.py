@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,14 +65,14 @@ def prepare(runs: Sequence[Any]) -> list[RunView]:
         raise GradlabError("no runs to report on: pass at least one run directory")
     labels = unique_labels([_run_name(r) for r in runs])
     views = []
-    for i, (run, label) in enumerate(zip(runs, labels)):
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
         for attr in ("meta", "layers", "steps"):
             if not hasattr(run, attr):
                 raise GradlabError(f"{label}: not a run (no {attr}); load it with gradlab.store.load_run")
         matrices = layer_matrices(run.layers, REPORT_METRICS)
         depth_of: dict[str, int] = {}
         for m in matrices.values():
-            depth_of.update(zip(m.layers, (int(d) for d in m.depths)))
+            depth_of.update(zip(m.layers, (int(d) for d in m.depths), strict=True))
         types: dict[str, str] = {}
         meta = run.meta if isinstance(run.meta, dict) else {}
         for entry in meta.get("layers") or []:

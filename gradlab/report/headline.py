@@ -17,8 +17,8 @@ collapsed representation that the norms miss), and the loss and accuracy curves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from gradlab.report.data import RunView
 from gradlab.report.facts import SIGNAL_WORDS, RunFacts, num, run_facts

@@ -8,7 +8,7 @@ Input layers are at the bottom, the output at the top.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,8 +18,15 @@ from plotly.subplots import make_subplots
 from gradlab.report.data import RunView
 from gradlab.report.downsample import Grid, log_codes, minmax_grid
 from gradlab.report.layerpick import Keep, subset
-from gradlab.report.style import (NONFINITE_COLOUR, UNDERFLOW_COLOUR, Section, base_layout,
-                                  decade_label, log_ticks, ptext)
+from gradlab.report.style import (
+    NONFINITE_COLOUR,
+    UNDERFLOW_COLOUR,
+    Section,
+    base_layout,
+    decade_label,
+    log_ticks,
+    ptext,
+)
 
 MAX_ROWS = 200  # layers shown before neighbouring layers are bucketed
 MAX_COLS = 400  # columns shown before steps are bucketed (each bucket: a min and a max column)
@@ -45,7 +52,7 @@ def _colour_scale(cmin: float, cmax: float, band: float) -> list[list]:
 def _row_labels(view_layers: list[str], depths: np.ndarray, starts: np.ndarray) -> list[str]:
     labels = []
     ends = list(starts[1:]) + [len(view_layers)]
-    for a, b in zip(starts, ends):
+    for a, b in zip(starts, ends, strict=True):
         if b - a == 1:
             labels.append(ptext(f"{depths[a]} {view_layers[a]}"))
         else:

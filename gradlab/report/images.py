@@ -7,8 +7,8 @@ fonts a reader sees), cut to that figure's box. Used by the gallery index and th
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from gradlab.errors import GradlabError
 

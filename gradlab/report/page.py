@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.io as pio
@@ -23,7 +24,8 @@ from gradlab.report.style import Section, fmt_num, htext
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
 main{max-width:1400px;margin:0 auto;padding:16px 28px 60px}
-h1{font-size:1.6em;margin:.4em 0 .1em} h2{font-size:1.25em;margin:1.6em 0 .3em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+h1{font-size:1.6em;margin:.4em 0 .1em}
+h2{font-size:1.25em;margin:1.6em 0 .3em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 .sub{color:#666;margin:0 0 1em} .intro{color:#444;max-width:70em;margin:.3em 0}
 table{border-collapse:collapse;font-size:.88em;margin:.5em 0;background:#fff}
 th,td{border:1px solid #e2e2e2;padding:3px 7px;text-align:left;vertical-align:top}
@@ -35,7 +37,8 @@ th{background:#f0f0f0} td.num{text-align:right;font-variant-numeric:tabular-nums
 .why{color:#666;font-size:.92em} .notes{color:#555;font-size:.9em;margin:.2em 0 .4em 1.2em;padding:0}
 .nodata{color:#777;font-style:italic} .plot{background:#fff;border:1px solid #e6e6e6;margin:.4em 0}
 .summary li{margin:.2em 0} details{margin:.4em 0} summary{cursor:pointer;color:#444}
-.headline{font-size:1.15em;line-height:1.45;max-width:60em;margin:.6em 0;padding:.6em .9em;background:#fff;border-left:4px solid #1565c0}
+.headline{font-size:1.15em;line-height:1.45;max-width:60em;margin:.6em 0;padding:.6em .9em;background:#fff;
+  border-left:4px solid #1565c0}
 .lines{color:#444;font-size:.92em;margin:.2em 0 .6em 1.2em;padding:0}
 """
 

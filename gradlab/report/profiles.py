@@ -8,8 +8,8 @@ and NaN/inf on a ceiling marked "non-finite"; nothing is dropped.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -81,7 +81,7 @@ def profile_section(views: Sequence[RunView], metrics: Sequence[tuple[str, str]]
         return section
     if absent:
         section.notes.append(f"Not recorded in any run: {', '.join(absent)}.")
-    used_phases = [p for p in phases if any(l.phase == p for ls in per_metric.values() for l in ls)]
+    used_phases = [p for p in phases if any(line.phase == p for ls in per_metric.values() for line in ls)]
     if by_phase_columns:
         nrows, ncols = len(present), len(used_phases)
         titles = [f"{ptext(label)}, {PHASE_WORDS[p]}" for _, label in present for p in used_phases]
@@ -94,7 +94,7 @@ def profile_section(views: Sequence[RunView], metrics: Sequence[tuple[str, str]]
     shown_legend: set[str] = set()
     for mi, (name, label) in enumerate(present):
         lines = per_metric[name]
-        values = np.concatenate([l.y for l in lines])
+        values = np.concatenate([line.y for line in lines])
         pos = values[np.isfinite(values) & (values > 0)]
         use_log = log_y.get(name, True) if isinstance(log_y, dict) else log_y
         if use_log is None:
@@ -107,8 +107,8 @@ def profile_section(views: Sequence[RunView], metrics: Sequence[tuple[str, str]]
             finite = values[np.isfinite(values)]
             top = float(finite.max()) if finite.size else 1.0
             floor, ceiling = None, top * 1.15 if top > 0 else 1.0
-        any_zero = any((l.y == 0).any() for l in lines) and use_log
-        any_bad = any(np.isnan(l.y).any() for l in lines)
+        any_zero = any((line.y == 0).any() for line in lines) and use_log
+        any_bad = any(np.isnan(line.y).any() for line in lines)
         for line in lines:
             if by_phase_columns:
                 row, col = mi + 1, used_phases.index(line.phase) + 1
@@ -154,8 +154,8 @@ def meanfield_line(line: _Line) -> tuple[np.ndarray, np.ndarray] | None:
     predicted = line.view.meta.get("meanfield")
     if not predicted:
         return None
-    measured = dict(zip(line.layers, line.y))
-    x_of = dict(zip(line.layers, line.x))
+    measured = dict(zip(line.layers, line.y, strict=True))
+    x_of = dict(zip(line.layers, line.x, strict=True))
     rows = [p for p in predicted if p.get("layer") in x_of]
     anchor = next((p for p in reversed(rows)
                    if np.isfinite(measured[p["layer"]]) and measured[p["layer"]] > 0), None)
@@ -188,7 +188,7 @@ def _add_line(fig: go.Figure, line: _Line, row: int, col: int, dash: str, floor:
     zero = finite & (line.y == 0)
     normal = finite & ~(zero if floor is not None else np.zeros_like(zero))
     custom = np.array([[ptext(n), d, ptext(line.steps), ptext(value_text(v))]
-                       for n, d, v in zip(line.layers, line.depths, line.y)], dtype=object)
+                       for n, d, v in zip(line.layers, line.depths, line.y, strict=True)], dtype=object)
     hover = (f"<b>{ptext(view.label)}</b><br>%{{customdata[0]}}<br>depth %{{customdata[1]}}"
              f"<br>%{{customdata[2]}}<br>value %{{customdata[3]}}<extra></extra>")
     legend = view.label not in shown_legend

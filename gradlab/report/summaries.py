@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -141,7 +142,8 @@ def clipping(views: Sequence[RunView]) -> Headline:
     methods = sorted(dict.fromkeys(p.clip for p in points), key=lambda m: m != "none")  # unclipped first
     rates = sorted({p.lr for p in points}, reverse=True)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
-                        subplot_titles=["share of the planned steps survived", "firing rate (share of recorded steps clipped)"])
+                        subplot_titles=["share of the planned steps survived",
+                                        "firing rate (share of recorded steps clipped)"])
     for i, lr in enumerate(rates):
         pts = {p.clip: p for p in points if p.lr == lr}
         x = [m for m in methods if m in pts]
@@ -243,7 +245,8 @@ def initialisation(views: Sequence[RunView]) -> Headline:
                and not predicted_in_range(p.view)]
     if pairs:
         worst = max(abs(x - y) for x, y, _ in pairs)
-        text = (f"In the {len(pairs)} plain nets without normalisation whose predicted first/last ratio fits in float32, the "
+        text = (f"In the {len(pairs)} plain nets without normalisation whose predicted first/last ratio fits "
+                "in float32, the "
                 f"measured decay of dL/dh at init follows the mean-field prediction within {worst:.3f} decades "
                 f"per layer, from {_span([y for _, y, _ in pairs])} decades per layer across "
                 f"{len({p.init for _, _, p in pairs})} inits.")
@@ -254,7 +257,8 @@ def initialisation(views: Sequence[RunView]) -> Headline:
                  "range (" + ", ".join(p.model for p in outside) + "): there the measurement is 0.0 or non-finite.")
     normed = [p for p in points if p.norm]
     if normed:
-        text += f" With BN the decay at init is {_span([p.decades() for p in normed])} decades per layer for every init."
+        text += (f" With BN the decay at init is {_span([p.decades() for p in normed])} decades per layer "
+                 "for every init.")
     section = _section("Measured against mean-field prediction, by initialisation",
                        "Each point is a plain net without normalisation (circles: depth 20, squares: "
                        "deeper). On the dotted line the measurement equals the prediction stored "
@@ -328,7 +332,8 @@ def batchnorm(views: Sequence[RunView]) -> Headline:
                 x=[p.lr for p in bad], y=[0.0] * len(bad), mode="markers", name=ptext(f"{model}: stopped"),
                 legendgroup=model, showlegend=False, marker=dict(symbol="x", size=14, color=colour),
                 customdata=[p.facts.nonfinite_step for p in bad],
-                hovertemplate=f"<b>{ptext(model)}</b><br>lr %{{x:g}}: non-finite at step %{{customdata}}<extra></extra>"),
+                hovertemplate=(f"<b>{ptext(model)}</b><br>lr %{{x:g}}: "
+                               "non-finite at step %{customdata}<extra></extra>")),
                 row=1, col=1)
     fig.update_xaxes(type="log", title_text="learning rate")
     fig.update_yaxes(title_text="held-out accuracy", row=1, col=1)
@@ -350,7 +355,8 @@ def batchnorm(views: Sequence[RunView]) -> Headline:
     text = "Largest stable learning rate: " + "; ".join(parts) + "."
     if best is not None:
         text += (f" The best held-out accuracy is {best.facts.eval_acc:.3f} ({words[best.model]}, lr {best.lr:g}); "
-                 f"without BN the best is {max((p.facts.eval_acc for p in points if not p.norm), default=math.nan):.3f}.")
+                 "without BN the best is "
+                 f"{max((p.facts.eval_acc for p in points if not p.norm), default=math.nan):.3f}.")
     section = _section("BN against no BN: which learning rates stay finite, and which learn",
                        "Left: held-out accuracy against the learning rate (crosses on the axis: the run "
                        "stopped on a non-finite value). Right: the mean training loss of the last steps. "
