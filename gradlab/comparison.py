@@ -235,8 +235,9 @@ def _why(first: RunSummary, second: RunSummary) -> str:
         v = s.decades_per_layer.get(phase, float("nan"))
         return "n/a" if not np.isfinite(v) else f"{v:+.3f}"
 
-    norms = (f"dL/dh changes {dpl(first, 'init')} vs {dpl(second, 'init')} decades per layer toward "
-             f"the input at init and {dpl(first, 'late')} vs {dpl(second, 'late')} late")
+    norms = (f"dL/dh changes {dpl(second, 'init')} decades per layer toward the input in {second.name} "
+             f"vs {dpl(first, 'init')} in {first.name} at init, {dpl(second, 'late')} vs "
+             f"{dpl(first, 'late')} late")
     broken = [s for s in (second, first) if s.verdict == "non-finite"]
     if broken and len(broken) == 1:
         return f"{broken[0].name} {broken[0].why}."
