@@ -18,15 +18,30 @@ import pytest
 from gradlab.store import load_run
 
 REPO = Path(__file__).resolve().parents[1]
-COMMAND = ["compare", "mlp2:width=8", "--steps", "40", "--flush-every", "1", "--eval-every", "5",
-           "--record-every", "1", "--batch-size", "16", "--train-size", "64", "--device", "cpu",
-           "--quiet"]
+EXPERIMENT = """\
+name = "chaos"
+[defaults]
+steps = 40
+flush_every = 1
+eval_every = 5
+record_every = 1
+batch_size = 16
+train_size = 64
+eval_size = 32
+device = "cpu"
+[grid]
+model = ["mlp2:width=8"]
+"""
 
 
 def start(out: Path) -> subprocess.Popen:
+    spec = out.parent / "chaos.toml"
+    if not spec.exists():
+        spec.write_text(EXPERIMENT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "gradlab", *COMMAND, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "gradlab", "run", str(spec), "--out", str(out),
+                             "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def the_run(out: Path) -> Path:

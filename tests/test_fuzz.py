@@ -13,7 +13,6 @@ import json
 import math
 import socket
 import string
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
