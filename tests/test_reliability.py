@@ -400,3 +400,22 @@ def test_a_killed_report_write_leaves_no_temporary_file(tmp_path):
     _write_atomic(target, "final")
     assert target.read_text() == "final"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+@pytest.mark.parametrize("command", [["probe"], ["bench", "--repeats", "2"]])
+def test_probe_and_bench_refuse_a_model_too_large_before_building_it(command):
+    result = invoke(*command, "resnet20:width=100000", "--device", "cpu")
+    line = assert_one_line_exit_2(result)
+    assert re.search(r"needs about [\d,.]+ GB", line) and "--batch-size" in line
+    assert "--train-size" not in line  # not an option of these commands
+
+
+def test_a_failed_allocation_is_one_line(monkeypatch):
+    import gradlab.models.listing
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(gradlab.models.listing, "models_text", out_of_memory)
+    line = assert_one_line_exit_2(invoke("models"))
+    assert "out of memory" in line and "--batch-size" in line
