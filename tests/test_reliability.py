@@ -356,7 +356,9 @@ def test_docs_and_messages_name_only_options_that_exist():
     for path in (REPO / "gradlab").rglob("*.py"):  # the `python -m gradlab.X` tools (argparse)
         known.update(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", path.read_text(encoding="utf-8")))
     others = {"--nproc-per-node", "--nproc_per_node", "--nnodes", "--standalone",  # torchrun
-              "--upgrade", "--index-url", "--extra-index-url"}  # pip
+              "--upgrade", "--index-url", "--extra-index-url",  # pip
+              "--head",  # ray start
+              "--array", "--gres"}  # sbatch
     # Modules with their own argparse command line (benchmarks) name their own options and
     # browser switches; every other module's messages and docstrings name gradlab's.
     texts = [p for p in (REPO / "gradlab").rglob("*.py") if "argparse" not in p.read_text()]
