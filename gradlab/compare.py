@@ -4,9 +4,36 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gradlab.config import TrainConfig
 from gradlab.errors import GradlabError
+
+if TYPE_CHECKING:
+    from gradlab.comparison import Comparison
+
+
+@dataclasses.dataclass
+class CompareResult:
+    """What :func:`compare_models` did: the report, the runs, and the comparison verdict."""
+
+    report: Path | None  # None on ranks other than 0 under torchrun
+    run_dirs: list[Path]
+    reused: list[bool]  # per run: a finished run was reused, nothing trained
+    comparison: "Comparison | None"
+
+    def summary(self) -> str:
+        """The terminal's closing summary: a line per run, the verdict, where the report is."""
+        from gradlab.comparison import format_comparison
+
+        lines = [f"run: {path}" for path in self.run_dirs]
+        if self.comparison is not None:
+            lines += ["", format_comparison(self.comparison), ""]
+        if any(self.reused):
+            lines.append("reused runs were trained earlier with the same settings; pass --rerun to train them again")
+        if self.report is not None:
+            lines.append(f"report: {self.report}")
+        return "\n".join(lines)
 
 
 def compare(
@@ -23,9 +50,24 @@ def compare(
     Finished runs with identical settings are reused unless ``rerun``. Returns the report path
     (``None`` on ranks other than 0 under torchrun) and the run directories.
     """
+    result = compare_models(models, settings, out, report=report, rerun=rerun, quiet=quiet)
+    return result.report, result.run_dirs
+
+
+def compare_models(
+    models: list[str],
+    settings: TrainConfig,
+    out: str | Path = "runs",
+    *,
+    report: str | Path | None = None,
+    rerun: bool = False,
+    quiet: bool = False,
+) -> CompareResult:
+    """:func:`compare`, returning the comparison verdict and which runs were reused as well."""
     from gradlab import distributed
     from gradlab.models import parse_spec
-    from gradlab.train import train
+    from gradlab.preflight import check_output_dir, check_output_file, check_run
+    from gradlab.train import train_run
 
     if len(models) < 1:
         raise GradlabError("give at least one model spec, e.g. gradlab compare plain34 resnet34")
@@ -38,19 +80,33 @@ def compare(
         check_run(config)
     check_output_dir(out, "--out")
     check_output_file(report, "--report")
-    run_dirs = [train(config, out, rerun=rerun, quiet=quiet) for config in configs]
+    outcomes = [train_run(config, out, rerun=rerun, quiet=quiet) for config in configs]
+    run_dirs = [o.path for o in outcomes]
+    reused = [o.reused for o in outcomes]
     if distributed.launched_by_torchrun() and not _is_rank0():
-        return None, run_dirs
+        return CompareResult(None, run_dirs, reused, None)
     report_path = Path(report) if report is not None else Path(out) / _report_name(models)
-    return write_report(run_dirs, report_path), run_dirs
+    runs = _load(run_dirs)
+    from gradlab.comparison import compare_runs
+
+    comparison = compare_runs(runs, reused=reused)
+    return CompareResult(_write(runs, report_path), run_dirs, reused, comparison)
 
 
 def write_report(run_dirs: list[Path], report_path: Path, title: str | None = None) -> Path:
     """Load stored runs and write their HTML report."""
-    from gradlab.report import build_report
+    return _write(_load(run_dirs), report_path, title)
+
+
+def _load(run_dirs: list[Path]) -> list:
     from gradlab.store import load_run
 
-    runs = [load_run(path) for path in run_dirs]
+    return [load_run(path) for path in run_dirs]
+
+
+def _write(runs: list, report_path: Path, title: str | None = None) -> Path:
+    from gradlab.report import build_report
+
     return build_report(runs, report_path, title=title)
 
 

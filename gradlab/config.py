@@ -23,6 +23,7 @@ MAX_STEPS = 10**9
 MAX_BATCH = 2**20
 MAX_IMAGES = 10**9
 MAX_SEED = 2**63 - 1
+MAX_THREADS = 4096
 
 
 @dataclass
@@ -36,18 +37,19 @@ class TrainConfig:
     augment: bool = False  # the ResNet paper's CIFAR augmentation: pad 4, random crop, flip
     train_size: int | None = None  # synthetic data: number of training images (None: its default)
     eval_size: int | None = None  # synthetic data: number of held-out images
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.1  # the ResNet paper's starting rate for SGD
+    optimizer: str = "adam"  # sgd | adam | adamw; Adam trains plain34 and resnet34 apart in 300 CPU steps
+    lr: float = 1e-3  # Adam's usual rate; the ResNet paper's SGD recipe is --optimizer sgd --lr 0.1
     momentum: float = 0.9  # SGD only
     nesterov: bool = False  # SGD only
     weight_decay: float = 1e-4  # the ResNet paper's CIFAR setting
     schedule: str = "constant"  # constant | step:M1,M2[@F] | cosine
     warmup_steps: int = 0  # linear warm-up before the schedule (ResNet-110 used ~400 at lr 0.01)
     batch_size: int = 64  # global batch: split across processes under DDP
-    steps: int | None = 100  # optimizer steps; None means use epochs
+    steps: int | None = None  # optimizer steps; None with epochs None: 300 on a CPU, 2000 on a GPU
     epochs: float | None = None  # alternative to steps, over the training split
     seed: int = 0  # seeds weights, data order and synthetic data: CPU runs repeat exactly
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
+    threads: int | None = None  # CPU threads for torch (None: torch's count here); part of a CPU run's identity
     amp: str = "none"  # none | bf16 | fp16 (fp16 uses a GradScaler)
     clip: str = "none"  # none | norm:T | value:T | agc:L | autoclip:P | zscore:Z
     on_nonfinite: str = "stop"  # stop: end the run cleanly, data saved; skip: drop that update
@@ -62,11 +64,10 @@ class TrainConfig:
         """Refuse impossible settings with a one-line error, before anything is built.
 
         Every number is checked for its type and range (counts up to generous maxima, rates
-        finite), and the training length is given one way: steps or epochs, not both.
+        finite), and the training length is given at most one way: steps or epochs, not both
+        (neither: a length sized for the device, see ``gradlab.train.DEFAULT_STEPS``).
         """
         _positive("batch_size", self.batch_size, "--batch-size 64", MAX_BATCH)
-        if self.steps is None and self.epochs is None:
-            raise GradlabError("give a training length: --steps N or --epochs N")
         if self.steps is not None and self.epochs is not None:
             raise GradlabError(f"give the training length once: steps ({self.steps}) or epochs "
                                f"({self.epochs}), not both; drop one of them (in Python: steps=None)")
@@ -79,6 +80,8 @@ class TrainConfig:
         _positive("flush_every", self.flush_every, "--flush-every 25", MAX_STEPS)
         if self.eval_batches is not None:
             _positive("eval_batches", self.eval_batches, "--eval-batches 8", MAX_STEPS)
+        if self.threads is not None:
+            _positive("threads", self.threads, "--threads 2", MAX_THREADS)
         for name in ("train_size", "eval_size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name), f"--{name.replace('_', '-')} 1000", MAX_IMAGES)
@@ -110,6 +113,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that make a run what it is, for its run id.
+
+        ``threads`` enters only once resolved (a CPU run: results differ in the last bits
+        between thread counts); left at None it is dropped, so runs recorded before the field
+        existed keep their ids.
+        """
+        values = self.to_dict()
+        if values.get("threads") is None:
+            values.pop("threads", None)
+        return values
 
     @classmethod
     def field_names(cls) -> list[str]:

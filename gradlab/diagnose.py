@@ -80,8 +80,9 @@ class Thresholds:
     slope_min_layers: int = 6  # ... but only over at least this many layer positions
     slope_min_decades: float = 1.0  # ... and only when the fitted trend adds up to 10x or more
     growth_since_init_decades: float = 3.0  # median norm grown 1000x since init: exploding
+    borderline_band: float = 0.25  # within +-25% of a threshold the call is "borderline", not a flip
     saturated_frac: float = 0.2  # mean saturated fraction that explains a decay
-    dead_frac: float = 0.5  # mean dead (always-zero) ReLU fraction that explains a decay
+    dead_frac: float = 0.2  # mean fraction of dead ReLU units (0 for every example) that explains a decay
     clip_percentiles: tuple[float, float, float] = (10.0, 50.0, 90.0)  # of the total norm
 
 
@@ -95,13 +96,19 @@ PHASES = ("init", "early", "late")
 PROFILE_METRICS = ("grad_norm", "act_grad_norm")
 
 #: Verdicts from the most to the least severe.
-VERDICTS = ("non-finite", "exploding", "vanishing", "healthy", "no-data")
+VERDICTS = ("non-finite", "exploding", "vanishing", "collapsed", "borderline", "healthy", "no-data")
+
+#: Dead ReLU units: the fraction of a layer's units that output 0 for every example of the
+#: batch. (The fraction of zero outputs, ``act_zero_frac``, is about 1/2 for any ReLU layer
+#: and says nothing about dead units.)
+DEAD_METRIC = "act_dead_units"
 
 #: Columns of :func:`diagnose_run`'s frame, in order.
 COLUMNS = (
     "run", "metric", "phase", "step_from", "step_to", "verdict", "n_layers", "first_layer",
     "last_layer", "first_norm", "last_norm", "first_to_last_ratio", "decades_lost",
-    "decades_per_layer", "fit_layers", "n_zero", "underflow", "n_nonfinite", "nonfinite_steps",
+    "decades_per_layer", "fit_layers", "n_zero", "underflow", "n_nonfinite", "margin", "leaning",
+    "nonfinite_steps",
     "growth_since_init", "saturated_frac", "dead_frac", "clip_fired", "clip_rate",
     "clip_top_layers", "total_norm_p10", "total_norm_p50", "total_norm_p90", "evidence",
     "suggestion", "reason",
@@ -359,7 +366,8 @@ def diagnose_profile(depths: Sequence[float], norms: Sequence[float], *,
         "verdict": "no-data", "n_layers": int(len(v)), "first_layer": None, "last_layer": None,
         "first_norm": np.nan, "last_norm": np.nan, "first_to_last_ratio": np.nan,
         "decades_lost": np.nan, "decades_per_layer": np.nan, "fit_layers": 0, "n_zero": 0,
-        "underflow": False, "n_nonfinite": 0, "evidence": "no layer recorded this metric",
+        "underflow": False, "n_nonfinite": 0, "margin": np.nan, "leaning": None,
+        "evidence": "no layer recorded this metric",
     }
     if len(v) == 0:
         return out
@@ -392,6 +400,19 @@ def diagnose_profile(depths: Sequence[float], norms: Sequence[float], *,
     long_enough = out["fit_layers"] >= thresholds.slope_min_layers
     lost = out["decades_lost"]
     evidence = _evidence_words(out, trend)
+    # Each rule's strength: how far its quantity reaches relative to its threshold (1.0 is
+    # the threshold itself), signed + toward vanishing and - toward exploding.
+    strengths = {}
+    if np.isfinite(lost):
+        strengths["first-to-last"] = lost / thresholds.ratio_decades
+    if long_enough and np.isfinite(slope) and slope * trend > 0:
+        strengths["fitted slope"] = float(np.sign(slope)) * min(
+            abs(slope) / thresholds.slope_decades_per_layer, abs(trend) / thresholds.slope_min_decades)
+    out["margin"], out["leaning"] = np.nan, None
+    if strengths:
+        rule, strength = max(strengths.items(), key=lambda kv: abs(kv[1]))
+        out["margin"] = abs(strength) - 1.0
+        out["leaning"] = "vanishing" if strength > 0 else "exploding"
     if n_nonfinite:
         verdict = "non-finite"
         evidence = f"{n_nonfinite} of {len(v)} layers hold NaN or inf; " + evidence
@@ -399,21 +420,40 @@ def diagnose_profile(depths: Sequence[float], norms: Sequence[float], *,
         verdict, evidence = "no-data", "no finite value recorded"
     elif underflow_at_input:
         verdict = "vanishing"
+        out["leaning"] = "vanishing"
         evidence = (f"{n_zero} of {len(v)} layers underflow to 0.0 (below float32) on the input "
                     f"side; " + evidence)
-    elif np.isfinite(lost) and lost >= thresholds.ratio_decades:
-        verdict = "vanishing"
-    elif np.isfinite(lost) and lost <= -thresholds.ratio_decades:
-        verdict = "exploding"
-    elif long_enough and slope >= thresholds.slope_decades_per_layer and trend >= thresholds.slope_min_decades:
-        verdict = "vanishing"
-    elif long_enough and slope <= -thresholds.slope_decades_per_layer and trend <= -thresholds.slope_min_decades:
-        verdict = "exploding"
+    elif strengths:
+        verdict = _banded_verdict(abs(strength) - 1.0, out["leaning"], thresholds)
+        evidence += f"; {_margin_words(rule, out['margin'])}"
     else:
         verdict = "healthy"
     out["verdict"] = verdict
     out["evidence"] = evidence
     return out
+
+
+def _banded_verdict(margin: float, leaning: str | None, thresholds: Thresholds) -> str:
+    """The verdict for a rule that reaches ``margin`` past its threshold (relative, -0.3 is 30%
+    short of it): firm beyond the band, ``borderline`` inside it, ``healthy`` below it.
+
+    The band keeps a verdict from flipping on noise: runs repeated with another thread count or
+    seed move a profile by a few tenths of a decade, which can cross a threshold but not the
+    band's width (0.75 decades on the 3-decade rule).
+    """
+    band = thresholds.borderline_band
+    if margin >= band:
+        return leaning or "healthy"
+    if margin > -band:
+        return "borderline"
+    return "healthy"
+
+
+def _margin_words(rule: str, margin: float) -> str:
+    if not np.isfinite(margin):
+        return ""
+    side = "past" if margin >= 0 else "short of"
+    return f"{rule} rule {abs(margin):.0%} {side} its threshold"
 
 
 def _evidence_words(p: dict[str, Any], trend: float) -> str:
@@ -440,7 +480,7 @@ def diagnose_run(run: Any, *, thresholds: Thresholds = THRESHOLDS,
     """
     meta = run.meta if isinstance(run.meta, dict) else {}
     if matrices is None:
-        matrices = layer_matrices(run.layers, (*PROFILE_METRICS, "act_saturated_frac", "act_dead_frac"))
+        matrices = layer_matrices(run.layers, (*PROFILE_METRICS, "act_saturated_frac", DEAD_METRIC))
     series = step_series(run.steps)
     traits = model_traits(meta)
     totals = _total_norms(series, matrices.get("grad_norm"))
@@ -486,19 +526,44 @@ def diagnose_run(run: Any, *, thresholds: Thresholds = THRESHOLDS,
             else:
                 growth = med - init_median if init_median is not None else np.nan
                 row["growth_since_init"] = float(growth)
-                if (np.isfinite(growth) and growth >= thresholds.growth_since_init_decades
-                        and row["verdict"] in ("healthy", "vanishing")):
-                    row["verdict"] = "exploding"
-                    row["evidence"] = (f"median norm grew {growth:.1f} decades since init; "
-                                       + row["evidence"])
+                if np.isfinite(growth) and row["verdict"] in ("healthy", "borderline", "vanishing"):
+                    g_margin = growth / thresholds.growth_since_init_decades - 1.0
+                    g_verdict = _banded_verdict(g_margin, "exploding", thresholds)
+                    if g_verdict == "exploding" or (g_verdict == "borderline" and row["verdict"] == "healthy"):
+                        row["verdict"], row["leaning"], row["margin"] = g_verdict, "exploding", g_margin
+                        row["evidence"] = (f"median norm grew {growth:.1f} decades since init "
+                                           f"({_margin_words('growth', g_margin)}); " + row["evidence"])
+            if phase == list(windows)[-1]:
+                _mark_nonfinite_run(row, meta)
             row["saturated_frac"] = _window_mean(matrices.get("act_saturated_frac"), lo, hi)
-            row["dead_frac"] = _window_mean(matrices.get("act_dead_frac"), lo, hi)
+            row["dead_frac"] = _window_mean(matrices.get(DEAD_METRIC), lo, hi)
             row.update(_clip_stats(series, grad, step_lo, step_hi))
             row["total_norm_p10"], row["total_norm_p50"], row["total_norm_p90"] = pcts
             row["suggestion"], row["reason"] = _suggest(row, traits, meta, thresholds)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     return frame
+
+
+def run_had_nonfinite(meta: dict[str, Any]) -> bool:
+    """Whether the run's meta says a step was non-finite (stopped on, or skipped)."""
+    counts = [meta.get("nonfinite_steps"), meta.get("skipped_steps")]
+    if any(isinstance(c, (int, float)) and c > 0 for c in counts):
+        return True
+    return isinstance(meta.get("nonfinite_first"), dict) and meta["nonfinite_first"].get("step") is not None
+
+
+def _mark_nonfinite_run(row: dict[str, Any], meta: dict[str, Any]) -> None:
+    """A run that stopped or skipped on a non-finite step is non-finite in its last phase, even
+    when no recorded step saw the NaN (it fell between recorded steps or past the last)."""
+    if row["verdict"] == "non-finite" or not run_had_nonfinite(meta):
+        return
+    first = meta.get("nonfinite_first") if isinstance(meta.get("nonfinite_first"), dict) else {}
+    where = f"step {first.get('step')}" if first.get("step") is not None else "an unrecorded step"
+    if first.get("layer"):
+        where += f" in {first['layer']}"
+    row["verdict"] = "non-finite"
+    row["evidence"] = f"the run met a non-finite value at {where}; " + str(row["evidence"])
 
 
 def diagnose_runs(runs: Iterable[Any], *, thresholds: Thresholds = THRESHOLDS) -> pd.DataFrame:
@@ -525,6 +590,10 @@ def _event_windows(steps: np.ndarray, windows: dict[str, slice]) -> dict[str, tu
         out["early"] = (first + 1, end)
     if "late" in windows:
         out["late"] = (end + 1, int(np.iinfo(np.int64).max))
+    # The last phase takes every later step, so a run that stopped on a non-finite step
+    # between two recorded steps still counts it.
+    last = list(out)[-1]
+    out[last] = (out[last][0], int(np.iinfo(np.int64).max))
     return out
 
 
@@ -646,7 +715,8 @@ def _suggest(row: dict[str, Any], traits: dict[str, Any], meta: dict[str, Any],
                         "(variance factor below 1 per layer); He init keeps it at 1")
         if np.isfinite(dead) and dead >= t.dead_frac:
             items.append("lower the learning rate or use He initialisation")
-            whys.append(f"{dead:.0%} of ReLU units are dead (always 0), which cuts their gradient")
+            whys.append(f"{dead:.0%} of ReLU units are dead (0 for every example of the batch), "
+                        "which cuts their gradient")
         if not items:
             items.append("add residual connections or BatchNorm")
             whys.append("both keep the backward signal's scale from layer to layer")
@@ -704,6 +774,10 @@ def format_diagnosis(df: pd.DataFrame) -> str:
             extra = f", {row.n_zero} underflow (0.0)" if row.n_zero else ""
             if row.n_nonfinite:
                 extra += f", {row.n_nonfinite} non-finite"
+            margin = getattr(row, "margin", np.nan)
+            if isinstance(margin, float) and np.isfinite(margin) and row.verdict != "non-finite":
+                side = "past" if margin >= 0 else "short of"
+                extra += f", {abs(margin):.0%} {side} the {getattr(row, 'leaning', None) or 'verdict'} threshold"
             lines.append(f"  {_METRIC_WORDS.get(row.metric, row.metric):<12} {row.phase:<5} "
                          f"{row.verdict.upper():<10} first/last {_fmt(row.first_to_last_ratio)}, "
                          f"{dpl}, {row.n_layers} layers{extra} ({steps})")

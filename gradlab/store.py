@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gradlab.errors import GradlabError, first_line, terminal_safe
+from gradlab.legacy_metrics import rename_legacy_metrics
 
 #: Version of the on-disk layout, written to ``meta.json`` as ``store_format``.
 STORE_FORMAT = 1
@@ -606,7 +607,7 @@ def load_run(path: str | os.PathLike[str], *, layers: bool = True) -> Run:
     if status != meta.get("status"):
         meta["recorded_status"] = meta.get("status")
         meta["status"] = status
-    layer_frame = _read_table(run_dir, "layers") if layers else empty_frame("layers")
+    layer_frame = rename_legacy_metrics(_read_table(run_dir, "layers")) if layers else empty_frame("layers")
     return Run(path=run_dir, meta=meta, layers=layer_frame, steps=_read_table(run_dir, "steps"))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 LAYERS = 150
 METRICS = (
     "grad_norm", "weight_norm", "update_ratio", "act_grad_norm", "act_mean", "act_std",
-    "act_dead_frac", "act_saturated_frac", "grad_nonfinite",
+    "act_zero_frac", "act_saturated_frac", "grad_nonfinite",
 )
 
 

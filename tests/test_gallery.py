@@ -18,3 +18,15 @@ def test_index_links_reports_with_their_findings(tmp_path):
     assert "Depth &lt;hurts&gt;." in page
     assert "Finding. The ratio is 4.7e-9 `code` continues the same paragraph." in page
     assert "Another paragraph" not in page
+
+
+def test_index_shows_the_picture_and_the_headline_sentence(tmp_path):
+    reports, experiments = tmp_path / "reports", tmp_path / "experiments"
+    (reports / "images").mkdir(parents=True), experiments.mkdir()
+    (experiments / "a.toml").write_text('name = "alpha"\ndescription = "About alpha."\n')
+    (reports / "alpha.html").write_text(
+        "<p class='headline'>Plain nets lose 0.393 decades per layer (ratio 4.7e-9). 2 more &lt;runs&gt;.</p>")
+    (reports / "images" / "alpha.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    page = build_index(reports, experiments).read_text()
+    assert '<img src="images/alpha.png"' in page
+    assert "<p class=finding>Plain nets lose 0.393 decades per layer (ratio 4.7e-9).</p>" in page

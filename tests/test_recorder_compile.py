@@ -114,4 +114,4 @@ def test_a_reused_graph_without_the_hooks_is_reported_and_the_named_fix_works():
     with dynamo.config.patch(skip_nnmodule_hook_guards=False), warnings.catch_warnings():
         warnings.filterwarnings("error", message="gradlab:", category=RuntimeWarning)
         metrics = _record_second_twin(x)
-    assert {"act_grad_norm", "act_mean", "act_std", "act_dead_frac"} <= metrics
+    assert {"act_grad_norm", "act_mean", "act_std", "act_zero_frac", "act_dead_units", "act_cos"} <= metrics

@@ -110,8 +110,13 @@ def test_rank0_equals_one_process_on_the_full_batch(spawned, kind):
     got, got_steps, _, got_table = spawned[kind, 0]
     assert got_table == table  # names, depths, types (not FSDP's wrapper classes), sizes
     assert set(got.metric) == set(frame.metric)  # activation metrics included
-    # summation order differs (two halves averaged vs one mean), float32 rounding only
-    _assert_same(got, frame)
+    # summation order differs (two halves averaged vs one mean), float32 rounding only.
+    # The batch cosines are means over pairs within each rank's share of the batch (as
+    # documented), so they are not the one process's full-batch pairs: left out here.
+    def pairs_free(f):
+        return f[~f.metric.str.contains("cos")]
+
+    _assert_same(pairs_free(got), pairs_free(frame))
     assert got_steps["step"].tolist() == steps["step"].tolist()
     assert got_steps["value"].to_numpy() == pytest.approx(steps["value"].to_numpy(), rel=1e-5)
 

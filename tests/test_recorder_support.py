@@ -33,7 +33,8 @@ def default_layer_names(model: nn.Module) -> list[str]:
 class ActCapture:
     """Forward hooks that keep every output of the named modules and retain its gradient."""
 
-    def __init__(self, model: nn.Module, names: Iterable[str]) -> None:
+    def __init__(self, model: nn.Module, names: Iterable[str], labels: torch.Tensor | None = None) -> None:
+        self.labels = labels
         self.outputs: dict[str, list[torch.Tensor]] = defaultdict(list)
         self.values: dict[str, list[torch.Tensor]] = defaultdict(list)
         modules = dict(model.named_modules())
@@ -56,6 +57,18 @@ class ActCapture:
         for h in self.handles:
             h.remove()
 
+    def grad_cosines(self) -> dict[tuple[str, str], float]:
+        res = {}
+        for name, outs in self.outputs.items():
+            grads = [o.grad.double() for o in outs if o.grad is not None]
+            if grads:
+                cos = pairwise_cosine(grads)
+                if cos is not None:
+                    res[(name, "act_grad_cos")] = cos
+                    res[(name, "act_grad_cos_class")] = (
+                        math.nan if self.labels is None else pairwise_cosine(grads, self.labels))
+        return res
+
     def grad_norms(self) -> dict[str, float]:
         out = {}
         for name, outs in self.outputs.items():
@@ -71,13 +84,43 @@ class ActCapture:
             res[(name, "act_mean")] = float(x.mean())
             res[(name, "act_std")] = float(x.std(correction=0))
             kind = kinds.get(name)
+            cos = pairwise_cosine(vals)
+            if cos is not None:
+                res[(name, "act_cos")] = cos
             if kind == "relu":
-                res[(name, "act_dead_frac")] = float((x == 0).double().mean())
+                res[(name, "act_zero_frac")] = float((x == 0).double().mean())
+                alive = None
+                for v in vals:  # a unit is dead when it is 0 in every call of the step
+                    a = (v.abs().amax(dim=[d for d in range(v.dim()) if d != 1]) != 0)
+                    alive = a if alive is None else alive | a
+                res[(name, "act_dead_units")] = float((~alive).double().mean())
+                res[(name, "dead_mask")] = ~alive
             elif kind == "sigmoid":
                 res[(name, "act_saturated_frac")] = float((x * (1 - x) < threshold * 0.25).double().mean())
             elif kind == "tanh":
                 res[(name, "act_saturated_frac")] = float((1 - x * x < threshold).double().mean())
         return res
+
+
+def pairwise_cosine(calls: list[torch.Tensor], labels: torch.Tensor | None = None) -> float | None:
+    """Mean cosine over pairs of distinct non-zero example rows within each call, from the full
+    float64 B x B cosine matrix; ``labels``: same-label pairs only. None for 0-d outputs."""
+    total, pairs = 0.0, 0
+    for v in calls:
+        if v.dim() < 1:
+            return None
+        rows = v.double().reshape(v.shape[0], -1)
+        norms = rows.norm(dim=1)
+        keep = norms != 0
+        unit = rows[keep] / norms[keep, None]
+        cos = unit @ unit.T
+        off = ~torch.eye(len(unit), dtype=torch.bool)
+        if labels is not None:
+            lab = labels[keep]
+            off &= lab[:, None] == lab[None, :]
+        total += float(cos[off].sum())
+        pairs += int(off.sum())
+    return total / pairs if pairs else math.nan
 
 
 def kind_of(module: nn.Module) -> str | None:
@@ -139,23 +182,36 @@ def assert_matches(got: dict, want: dict, rtol: float = 1e-6, what: str = "") ->
         scale = abs(w)
         if key[1] == "act_mean":
             scale = max(scale, want.get((key[0], "act_std"), 0.0))
+        if "cos" in key[1]:  # a cosine near 0 is compared on its own scale, 1
+            scale = max(scale, 1.0)
         assert abs(g - w) <= rtol * scale + 1e-30, f"{what} {key}: got {g!r}, want {w!r}"
 
 
 def expected_step(model_ref: nn.Module, cap: ActCapture, names: list[str], metrics: Iterable[str],
-                  threshold: float = 0.01) -> dict[tuple[str, str], float]:
-    """All expected (layer, metric) values of one step, restricted to ``metrics``."""
+                  threshold: float = 0.01, run_dead: dict | None = None) -> dict[tuple[str, str], float]:
+    """All expected (layer, metric) values of one step, restricted to ``metrics``.
+
+    ``run_dead``: per layer, the units dead at every step so far (updated here), for
+    act_dead_units_run; pass the same dict at each step."""
     modules = dict(model_ref.named_modules())
     want = param_reference(model_ref, names, nonfinite=True)
     want.update(cap.stats({n: kind_of(modules[n]) for n in names}, threshold))
+    run_dead = {} if run_dead is None else run_dead
+    for key in [k for k in want if k[1] == "dead_mask"]:
+        mask = want.pop(key)
+        before = run_dead.get(key[0])
+        run_dead[key[0]] = mask if before is None else before & mask
+        want[(key[0], "act_dead_units_run")] = float(run_dead[key[0]].double().mean())
+    want.update(cap.grad_cosines())
     for n, v in cap.grad_norms().items():
         want[(n, "act_grad_norm")] = v
     metrics = set(metrics)
     return {k: v for k, v in want.items() if k[1] in metrics}
 
 
-ALL_LAYER = ["grad_norm", "weight_norm", "act_grad_norm", "act_mean", "act_std", "act_dead_frac",
-             "act_saturated_frac", "grad_nonfinite"]
+ALL_LAYER = ["grad_norm", "weight_norm", "act_grad_norm", "act_mean", "act_std", "act_zero_frac",
+             "act_dead_units", "act_dead_units_run", "act_saturated_frac", "act_cos", "act_grad_cos",
+             "act_grad_cos_class", "grad_nonfinite"]
 
 
 def hooks_left(model: nn.Module) -> list[str]:

@@ -46,18 +46,20 @@ def _check_one_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: i
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
     prev = None
+    run_dead: dict = {}
     with GradientRecorder(model, metrics="all") as rec:
         for s in range(steps):
             opt.zero_grad()
+            rec.set_labels(y)
             nn.functional.cross_entropy(model(x), y).backward()
             assert rec.step()
             opt.step()
 
-            cap = ActCapture(ref, names)
+            cap = ActCapture(ref, names, labels=y)
             ref_opt.zero_grad()
             nn.functional.cross_entropy(ref(x), y).backward()
             cap.remove()
-            want = expected_step(ref, cap, names, ALL_LAYER)
+            want = expected_step(ref, cap, names, ALL_LAYER, run_dead=run_dead)
             modules = dict(ref.named_modules())
             current = {n: [p.detach().clone() for p in modules[n].parameters(recurse=False)] for n in names}
             if prev is not None:
@@ -246,7 +248,7 @@ def test_nonfinite_gradients_are_counted_and_first_location_kept():
             if s == 2:
                 model[6].bias.grad[0] = float("nan")
             rec.step()  # never raises
-        assert rec.nonfinite_first == {"step": 1, "layer": "2"}  # deepest bad layer at step 1
+        assert rec.nonfinite_first == {"step": 1, "layer": "2", "metric": "grad_norm"}  # deepest bad layer
     frame = rec.to_frame()
     got = rows_at(frame, 1)
     assert got[("0", "grad_nonfinite")] == 7.0  # a row of 6 weights and one bias
@@ -272,6 +274,7 @@ def test_selected_layers_cover_all_parameters_beneath_them():
     want = param_reference(ref, ["layer1.0", "layer2"], own=False, nonfinite=True)
     want.update(cap.stats({}))
     want.update({(n, "act_grad_norm"): v for n, v in cap.grad_norms().items()})
+    want.update(cap.grad_cosines())
     assert_matches(rows_at(rec.to_frame(), 0), want)
     assert [r["name"] for r in rec.layer_table()] == ["layer1.0", "layer2"]
 
@@ -315,7 +318,7 @@ def test_default_metrics_find_the_first_nonfinite_step_without_the_count():
                 model[0].weight.grad[1, 2] = float("nan")
                 model[4].weight.grad[0, 0] = float("inf")
             rec.step()
-        assert rec.nonfinite_first == {"step": 2, "layer": "4"}
+        assert rec.nonfinite_first == {"step": 2, "layer": "4", "metric": "grad_norm"}
     assert "grad_nonfinite" not in set(rec.to_frame().metric)
 
 

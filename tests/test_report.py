@@ -23,8 +23,8 @@ from gradlab.report.downsample import log_codes, minmax_grid, minmax_indices
 from gradlab.errors import GradlabError
 from gradlab.store import Run
 
-ALL_FIGURES = ["flow-grad", "flow-act", "profiles", "training", "gradnorm", "activations", "updates",
-               "nonfinite"]
+ALL_FIGURES = ["headline-profile", "training", "profiles", "flow-grad", "flow-act", "gradnorm",
+               "activations", "updates", "nonfinite"]
 EVIL = "<script>alert(1)</script>"
 
 
@@ -93,7 +93,7 @@ def test_single_step_run_and_missing_data_say_so(tmp_path):
               layers=pd.DataFrame(rows, columns=["step", "layer", "depth", "metric", "value"]),
               steps=pd.DataFrame(columns=["step", "metric", "value"]))
     html = build_report([run], tmp_path / "probe.html").read_text()
-    assert plot_ids(html) == ["flow-act", "profiles"]
+    assert plot_ids(html) == ["headline-profile", "profiles", "flow-act"]
     assert "No run recorded grad_norm" in html and "No run recorded loss or accuracy" in html
     assert "No run recorded a total or per-layer gradient norm" in html
     assert "No non-finite value was recorded in the run" in html
@@ -111,7 +111,7 @@ def test_underflow_gets_its_own_band_in_the_heatmap():
     run = Run(path=Path("u"), meta={"name": "u"},
               layers=pd.DataFrame(rows, columns=["step", "layer", "depth", "metric", "value"]),
               steps=pd.DataFrame(columns=["step", "metric", "value"]))
-    section = build_sections(prepare([run]))[0]
+    section = next(s for s in build_sections(prepare([run])) if s.key == "flow-grad")
     trace = section.figure.data[0]
     axis = section.figure.layout.coloraxis
     z = np.asarray(trace.z)
@@ -126,7 +126,7 @@ def test_profile_marks_underflow_on_a_floor():
     run = Run(path=Path("u"), meta={"name": "u"},
               layers=pd.DataFrame(rows, columns=["step", "layer", "depth", "metric", "value"]),
               steps=pd.DataFrame(columns=["step", "metric", "value"]))
-    fig = build_sections(prepare([run]))[2].figure
+    fig = next(s for s in build_sections(prepare([run])) if s.key == "profiles").figure
     floor_traces = [t for t in fig.data if t.mode == "markers"]
     assert len(floor_traces) == 1 and len(floor_traces[0].y) == 1
     assert floor_traces[0].y[0] < 1e-4  # below the smallest positive value

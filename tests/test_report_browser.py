@@ -57,7 +57,7 @@ def test_report_renders_in_chromium(tmp_path, driver):
     out = build_report(runs, tmp_path / "report.html")  # default title: the run names
     html = out.read_text()
     plot_ids = re.findall(r'<div id="(fig-[a-z-]+)" class="plotly-graph-div"', html)
-    assert len(plot_ids) == 8
+    assert len(plot_ids) == 9
 
     driver.get(out.resolve().as_uri())
     deadline = time.time() + 60
@@ -85,3 +85,51 @@ def test_report_renders_in_chromium(tmp_path, driver):
     shot = tmp_path / "report.png"
     assert driver.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def _severe(driver) -> list:
+    return [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+
+
+@pytest.mark.browser
+def test_headline_figure_sits_above_the_first_table(tmp_path, driver):
+    from gradlab.report.browser import open_drawn
+
+    runs = [synthetic_run(steps=40, blocks=(2, 2), name=n, seed=i, decay=0.2 * i, clip=None)
+            for i, n in enumerate(("plain-ish", "res-ish"))]
+    out = build_report(runs, tmp_path / "cmp.html", plotlyjs="beside")
+    drawn = open_drawn(driver, out)
+    assert drawn and all(drawn.values()), drawn  # _fullLayout and .main-svg in every plot div
+    assert _severe(driver) == []
+    tops = driver.execute_script(
+        "const top = e => e.getBoundingClientRect().top + window.scrollY;"
+        "return [top(document.querySelector('.headline')), top(document.querySelector('#fig-headline-profile')),"
+        " top(document.querySelector('table, details'))];")
+    headline, figure, first_table = tops
+    assert headline < figure < first_table
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_gallery_pictures_are_taken_and_load(tmp_path, driver):
+    from gradlab.report.browser import open_drawn
+    from gradlab.report.gallery import build_gallery
+
+    reports, experiments = tmp_path / "reports", tmp_path / "experiments"
+    experiments.mkdir()
+    for name, decay in (("alpha", 0.3), ("beta", 0.0)):
+        (experiments / f"{name}.toml").write_text(f'name = "{name}"\ndescription = "About {name}."\n')
+        build_report([synthetic_run(steps=30, blocks=(1, 1), name=name, decay=decay, clip=None)],
+                     reports / f"{name}.html", plotlyjs="beside")
+    index = build_gallery(reports, experiments)
+    for name in ("alpha", "beta"):
+        png = reports / "images" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    open_drawn(driver, index)
+    images = driver.execute_script(
+        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);")
+    assert sorted(src for src, _, _ in images) == ["images/alpha.png", "images/beta.png"]
+    assert all(complete and width > 0 for _, complete, width in images), images
+    assert _severe(driver) == []
+    text = driver.find_element("css selector", "body").text
+    assert "alpha: held-out accuracy" in text  # the report's headline sentence is the finding

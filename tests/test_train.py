@@ -79,7 +79,7 @@ def test_finished_run_is_reused_unless_rerun(tmp_path):
 
 def test_nonfinite_step_stops_cleanly_with_data_saved(tmp_path):
     # lr so large that the loss overflows within a few steps
-    path = train(tiny(lr=1e12, momentum=0.0, weight_decay=0.0, steps=30, metrics="default"), tmp_path,
+    path = train(tiny("mlp3:width=32,norm=none", optimizer="sgd", lr=1e6, momentum=0.0, weight_decay=0.0, steps=30, metrics="default"), tmp_path,
                  quiet=True)
     run = load_run(path)
     assert run.status == "failed"
@@ -93,16 +93,30 @@ def test_nonfinite_step_stops_cleanly_with_data_saved(tmp_path):
 
 
 def test_nonfinite_step_between_recorded_steps_is_still_located(tmp_path):
-    config = tiny(lr=1e12, momentum=0.0, weight_decay=0.0, steps=30, metrics="default", record_every=1000)
+    config = tiny("mlp3:width=32,norm=none", optimizer="sgd", lr=1e6, momentum=0.0, weight_decay=0.0, steps=30, metrics="default", record_every=1000)
     run = load_run(train(config, tmp_path, quiet=True))
     steps = run.steps.pivot_table(index="step", columns="metric", values="value")
     first = int(steps.index[steps["nonfinite"] == 1.0][0])
     assert first > 0  # step 0 is the only recorded one, and it was finite
-    assert run.meta["nonfinite_first"] == {"step": first, "layer": None}
+    # the recorder checks every step's norms on the device: step and layer, though not recorded
+    found = run.meta["nonfinite_first"]
+    assert found["step"] == first and found["metric"] == "grad_norm"
+    assert found["layer"] in {r["name"] for r in run.meta["layers"]}
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_first_nonfinite_step_is_exact_under_stop_and_skip(tmp_path, mode):
+    config = tiny(lr=1e12, momentum=0.0, weight_decay=0.0, steps=12, metrics="default", record_every=4,
+                  on_nonfinite=mode)
+    run = load_run(train(config, tmp_path, quiet=True))
+    steps = run.steps.pivot_table(index="step", columns="metric", values="value")
+    first = int(steps.index[steps["nonfinite"] == 1.0][0])
+    found = run.meta["nonfinite_first"]
+    assert found["step"] == first and found["layer"] is not None
 
 
 def test_nonfinite_steps_can_be_skipped(tmp_path):
-    config = tiny(lr=1e12, momentum=0.0, weight_decay=0.0, steps=12, on_nonfinite="skip", metrics="default")
+    config = tiny("mlp3:width=32,norm=none", optimizer="sgd", lr=1e6, momentum=0.0, weight_decay=0.0, steps=12, on_nonfinite="skip", metrics="default")
     run = load_run(train(config, tmp_path, quiet=True))
     assert run.status == "finished"
     steps = run.steps.pivot_table(index="step", columns="metric", values="value")

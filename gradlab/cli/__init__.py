@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "probe": ("probe_cmd", "probe", "One forward/backward at init: per-layer gradient norms, no training."),
     "run": ("run_cmd", "run", "Run an experiment file (TOML) and write its report."),
     "report": ("report_cmd", "report", "Write an HTML report from stored run directories."),
+    "gallery": ("gallery_cmd", "gallery", "Pictures of the experiment reports and the gallery index."),
     "runs": ("runs_cmd", "runs", "List stored runs with their status and key figures."),
     "models": ("models_cmd", "models", "List the model zoo with parameter counts and multiply-adds."),
     "bench": ("bench_cmd", "bench", "Measure the recorder's cost against the bare training step."),

@@ -20,7 +20,7 @@ def train_options(func: Callable) -> Callable:
         click.option("--download", is_flag=True, help="Let torchvision fetch a missing dataset."),
         click.option("--augment", is_flag=True, help="Pad 4, random crop, flip (the ResNet paper's CIFAR recipe)."),
         click.option("--steps", type=int, default=None,
-                     help=f"Optimizer steps  [default: {d.steps}, unless --epochs is given]"),
+                     help="Optimizer steps  [default: 300 on a CPU, 2000 on a GPU, unless --epochs is given]"),
         click.option("--epochs", type=float, default=None,
                      help="Train for epochs instead of --steps (give one of the two)."),
         click.option("--batch-size", type=int, default=d.batch_size, show_default=True,
@@ -36,6 +36,9 @@ def train_options(func: Callable) -> Callable:
         click.option("--warmup-steps", type=int, default=d.warmup_steps, show_default=True),
         click.option("--seed", type=int, default=d.seed, show_default=True),
         click.option("--device", default=d.device, show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--threads", type=int, default=None,
+                     help="CPU threads for torch (default: torch's count on this machine). CPU results "
+                          "differ in the last bits between counts, so it is part of a run's identity."),
         click.option("--amp", type=click.Choice(list(AMP_MODES)), default=d.amp, show_default=True),
         click.option("--clip", default=d.clip, show_default=True,
                      help="none, norm:T, value:T, agc:LAMBDA, autoclip:PERCENTILE, zscore:Z."),
@@ -61,8 +64,6 @@ def config_from_options(model: str, options: dict[str, Any]) -> TrainConfig:
     """Build the run settings from the parsed options (and consume them from ``options``)."""
     names = set(TrainConfig.field_names())
     values = {k: options.pop(k) for k in list(options) if k in names}
-    # The training length is given once: --steps, --epochs, or neither (the default steps).
-    # Both together is refused by TrainConfig.validate, as in an experiment file.
-    if values.get("steps") is None and values.get("epochs") is None:
-        values["steps"] = TrainConfig.steps
+    # The training length is given once: --steps, --epochs, or neither (steps sized for the
+    # device). Both together is refused by TrainConfig.validate, as in an experiment file.
     return TrainConfig(model=model, **values)

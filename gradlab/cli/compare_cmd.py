@@ -29,12 +29,10 @@ def compare(models: tuple[str, ...], out: str, report_path: str | None, rerun: b
       gradlab compare resnet20 resnet56 --data cifar10 --data-dir ~/data --augment
       torchrun --nproc-per-node 2 -m gradlab compare plain34 resnet34
     """
-    from gradlab.compare import compare as run_compare
+    from gradlab.compare import compare_models
 
     settings = config_from_options("", options)
-    report, run_dirs = run_compare(list(models), settings, out, report=report_path, rerun=rerun, quiet=quiet)
-    if report is None:
+    result = compare_models(list(models), settings, out, report=report_path, rerun=rerun, quiet=quiet)
+    if result.report is None:
         return
-    for path in run_dirs:
-        click.echo(f"run: {path}")
-    click.echo(f"report: {report}")
+    click.echo(result.summary())

@@ -14,8 +14,10 @@ from gradlab.cli._common import user_errors
 @click.option("--title", default=None, help="Page title (default: the run names).")
 @click.option("--plotlyjs", type=click.Choice(["embed", "beside"]), default="embed", show_default=True,
               help="Embed plotly.js in the file, or write plotly.min.js once beside it (for a folder of reports).")
+@click.option("--all-layers", is_flag=True, default=False,
+              help="Draw every recorded layer in the depth profiles and heatmaps (default: the weight layers).")
 @user_errors
-def report(run_dirs: tuple[str, ...], out: str, title: str | None, plotlyjs: str) -> None:
+def report(run_dirs: tuple[str, ...], out: str, title: str | None, plotlyjs: str, all_layers: bool) -> None:
     """Write one HTML report comparing the runs in RUN_DIRS.
 
     The report opens offline from a file: gradient-flow heatmaps, depth profiles, training
@@ -29,5 +31,5 @@ def report(run_dirs: tuple[str, ...], out: str, title: str | None, plotlyjs: str
     """
     from gradlab.report import report_from_dirs
 
-    path = report_from_dirs(list(run_dirs), out, title=title, plotlyjs=plotlyjs)
+    path = report_from_dirs(list(run_dirs), out, title=title, plotlyjs=plotlyjs, all_layers=all_layers)
     click.echo(f"report: {path}")

@@ -16,8 +16,10 @@ from gradlab.errors import GradlabError
 from gradlab.recorder import dist as rdist
 from gradlab.recorder.activations import ForwardTap
 from gradlab.recorder.buffer import Chunk, RecordBuffer, split_rows
+from gradlab.recorder.finite import FiniteWatch
 from gradlab.recorder.frames import layer_frame, step_frame
 from gradlab.recorder.layers import Layer, LayerSelection, select_layers, unwrap
+from gradlab.recorder.optimizers import closure_of, resolve_optimizer
 from gradlab.recorder.metrics import (
     ACT_GRAD_NORM,
     ACTIVATION_METRICS,
@@ -78,7 +80,12 @@ class GradientRecorder:
         capacity: recorded steps held in the device buffer before one batched copy to the host.
         scaler: the ``torch.amp.GradScaler`` of the loop, if any. Parameter gradients are read
             after unscaling anyway; act_grad_norm is taken during backward, on scaled
-            gradients, and is divided by this scaler's current scale.
+            gradients, and is divided by this scaler's current scale. With ``optimizer=``, the
+            recorder also wraps this scaler's ``unscale_`` (until :meth:`remove`) so that the
+            steps the scaler skips for inf/NaN are checked too (see :attr:`nonfinite_first`).
+
+    Batch labels: for ``act_grad_cos_class`` call :meth:`set_labels` with the batch's labels
+    before each forward.
     """
 
     def __init__(
@@ -98,11 +105,8 @@ class GradientRecorder:
                 f"GradientRecorder needs a torch.nn.Module, got {type(model).__name__}: "
                 "pass the model itself, e.g. GradientRecorder(model)"
             )
-        if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook"):
-            raise GradlabError(
-                f"optimizer= must be a torch.optim.Optimizer, got {type(optimizer).__name__}: "
-                "pass the optimizer whose step() should trigger recording, or leave it out"
-            )
+        if optimizer is not None:
+            optimizer = resolve_optimizer(optimizer)  # Accelerate's and Lightning's wrappers
         if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity <= 0:
             raise GradlabError(f"capacity must be a positive int, got {capacity!r}: pass e.g. capacity=64")
         self._schedule = _schedule(every)
@@ -121,10 +125,13 @@ class GradientRecorder:
         self._scaler = scaler
 
         self._want_params = bool(set(self.metrics) & PARAM_METRICS)
+        self._watch: FiniteWatch | None = None  # every step's finiteness, made at the first step
+        self._checked_step = -1  # the step whose finiteness was already checked (scaler's unscale_)
+        self._skip_first: dict[str, Any] | None = None  # first step the GradScaler skipped
         self._want_acts = bool(set(self.metrics) & ACTIVATION_METRICS)
         self._layout()
 
-        self._tap = ForwardTap(self.layers, self.metrics, self._threshold, self._ranks)
+        self._tap = ForwardTap(self.layers, self.metrics, self._threshold, self._ranks, root=self._root)
         self._params: ParamStats | None = None
         self._buf: RecordBuffer | None = None
         self._layer_chunks: list[Chunk] = []
@@ -138,14 +145,24 @@ class GradientRecorder:
         self._step = 0
         self._handles: list[Any] = []
         self._backward_since_step = False
+        self._in_closure_step = False  # inside optimizer.step(closure): no skip detection
         self._warned_no_acts = False
 
         self._next = self._schedule(0)
-        self._tap.attach()  # the first forward teaches the depth order
-        self._tap.arm(self._next)
-        if optimizer is not None:
-            self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
-            self._watch_skips()
+        self._last_grads: list[tuple[Any, int]] | None = None  # which gradients the last step saw
+        try:
+            self._tap.attach()  # the first forward teaches the depth order
+            self._tap.arm(self._next)
+            if optimizer is not None:
+                self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
+                self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
+                self._watch_skips()
+                self._wrap_unscale()
+        except BaseException:
+            # nothing stays attached unless construction succeeds: the caller has no object to
+            # call remove() on
+            self.remove()
+            raise
 
     # -- layout of a buffer row -------------------------------------------------------------
     def _layout(self) -> None:
@@ -188,8 +205,10 @@ class GradientRecorder:
         if first is None:
             first = next(iter(all_params), None)
         self._device = rdist.local(first).device if first is not None else torch.device("cpu")
-        if self._want_params:
+        if all_params:
+            # also without parameter metrics: every step's finiteness check reads the gradients
             self._params = ParamStats(self.layers, all_params, self.metrics, self._device)
+            self._watch = FiniteWatch(len(self.layers), self._device)
         self._buf = RecordBuffer(self._width, self._capacity, self._device, self._ranks.keeps_records,
                                  self._on_rows)
         self._ready = True
@@ -204,7 +223,9 @@ class GradientRecorder:
         """Records the current optimizer step if the schedule says so, then advances the counter.
 
         Call it after ``backward()`` (after ``scaler.unscale_`` with AMP) and before
-        ``optimizer.step()``. Returns whether this step was recorded.
+        ``optimizer.step()``, once per optimizer step. Returns whether this step was recorded.
+        A second call without a backward in between raises ``GradlabError`` (it would label
+        the same gradients as another step).
         """
         if self._removed:
             raise GradlabError("this recorder was removed: create a new GradientRecorder to record again")
@@ -213,11 +234,59 @@ class GradientRecorder:
                 "this recorder records from optimizer.step() itself (optimizer= was given): "
                 "remove the rec.step() call, or create the recorder without optimizer="
             )
+        self._check_new_backward()
         return self._advance()
 
-    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if not self._removed:
+    def _check_new_backward(self) -> None:
+        """Refuses a second step() without a backward in between: it would record the same
+        gradients as another step. Seen from the gradients themselves (a new tensor, or one
+        accumulated into in place), so it costs one pass over the parameter list."""
+        if not self._ready:
+            return
+        grads = [p.grad for p in self._all_params]
+        last = self._last_grads
+        if last is not None and len(last) == len(grads) and any(g is not None for g in grads) and all(
+            (g is None and ref is None) or (g is not None and ref is not None and ref() is g and v == g._version)
+            for g, (ref, v) in zip(grads, last)
+        ):
+            raise GradlabError(
+                "step() was called again without a backward() since the last step: call rec.step() "
+                "once per optimizer step, after loss.backward()"
+            )
+
+    def _note_grads(self) -> None:
+        self._last_grads = [(None, 0) if p.grad is None else (weakref.ref(p.grad), p.grad._version)
+                            for p in self._all_params]
+
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        if self._removed:
+            return None
+        closure, as_keyword = closure_of(args, kwargs)
+        if closure is None:
             self._advance()
+            return None
+        # step(closure): the backward runs inside the closure, after this hook. Record right
+        # after the closure's first call (LBFGS calls it again for its line search; the first
+        # call gives the step's gradient, accumulated micro-batches included).
+        done = [False]
+        self._in_closure_step = True  # forwards and backwards until the post-hook are this step's
+
+        def recorded_closure():
+            loss = closure()
+            if not done[0] and not self._removed:
+                done[0] = True
+                self._advance()
+            return loss
+
+        if as_keyword:
+            return args, {**kwargs, "closure": recorded_closure}
+        return (args[0], recorded_closure, *args[2:]), kwargs
+
+    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        # backward passes inside a closure (LBFGS re-evaluations) belong to this step: the next
+        # step's cleared gradients are not a skipped step
+        self._in_closure_step = False
+        self._backward_since_step = False
 
     def _advance(self) -> bool:
         s = self._step
@@ -236,14 +305,49 @@ class GradientRecorder:
             self._record(s)
         else:
             self._tap.discard()
+        self._check_finite(s)
+        if self._optimizer is None:
+            self._note_grads()
         self._move_to(s + 1)
         return recorded
+
+    def _check_finite(self, step: int) -> None:
+        """This step's per-layer gradient norms: finite or not, kept on the device (no sync)."""
+        ps = self._params
+        last = getattr(ps, "last_layer_sumsq", None)
+        if ps is not None:
+            ps.last_layer_sumsq = None
+        if self._watch is None or self._checked_step == step:
+            return
+        self._checked_step = step
+        found = last if last is not None else ps.layer_grad_norms()
+        if found is not None:
+            with torch.no_grad():
+                self._watch.update(step, *found)
 
     def _move_to(self, step: int) -> None:
         self._step = step
         self._next = self._schedule(step)
         self._tap.arm(self._next)
+        self._tap.labels = None  # labels belong to one step's batch
         self._backward_since_step = False
+
+    def set_labels(self, labels: torch.Tensor) -> None:
+        """Hands over the labels of the batch about to go through the forward (for
+        ``act_grad_cos_class``, the cosine of dL/dh over pairs of examples with the same label).
+
+        Call it before each forward, with one integer label per example (dim 0 of the layer
+        outputs); they hold until the step is recorded or skipped. Without labels,
+        ``act_grad_cos_class`` is NaN. Cheap: the labels stay on their device.
+        """
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point() \
+                or labels.is_complex():
+            raise GradlabError(
+                f"set_labels needs a 1-d integer tensor of class labels, got "
+                f"{type(labels).__name__ if not isinstance(labels, torch.Tensor) else f'{labels.dtype} of shape {tuple(labels.shape)}'}"
+                ": pass the batch's targets, e.g. rec.set_labels(y)"
+            )
+        self._tap.labels = labels.detach()
 
     def _record(self, step: int) -> None:
         buf = self._buf
@@ -293,7 +397,8 @@ class GradientRecorder:
             "without the hooks is being reused: set torch._dynamo.config."
             "skip_nnmodule_hook_guards = False before the first compiled forward (or call "
             "torch._dynamo.reset() after creating the recorder). Otherwise check that the "
-            "forward runs between rec.step() calls with gradients enabled.",
+            "forward runs between rec.step() calls with gradients enabled (a forward under "
+            "torch.no_grad() is not measured).",
             RuntimeWarning,
             stacklevel=5,  # the caller of rec.step()
         )
@@ -324,6 +429,8 @@ class GradientRecorder:
         self._handles.append(self._root.register_forward_pre_hook(self._on_root_forward))
 
     def _on_probe_grad(self, p: torch.Tensor) -> None:
+        if self._in_closure_step:
+            return
         last = self._probe_grad() if self._probe_grad is not None else None
         if self._backward_since_step and last is not p.grad and not self._removed:
             # Cleared and refilled without an optimizer step: keep what the current step's
@@ -335,13 +442,40 @@ class GradientRecorder:
     def _on_root_forward(self, module: nn.Module, args: Any) -> None:
         if torch.compiler.is_compiling() or self._removed:
             return None
-        if self._backward_since_step and self._probe.grad is None:
+        if self._backward_since_step and self._probe.grad is None and not self._in_closure_step:
             self._skipped(keep_since_forward=False)
         self._tap.mark()
         return None
 
+    def _wrap_unscale(self) -> None:
+        """GradScaler.step unscales, then skips the optimizer step on inf/NaN: the pre-hook never
+        sees that step, so its finiteness is checked right after unscaling instead."""
+        scaler = self._scaler
+        if scaler is None or not hasattr(scaler, "unscale_"):
+            return
+        original = scaler.unscale_
+
+        def unscale_(optimizer: Any) -> None:
+            original(optimizer)
+            if optimizer is self._optimizer and not self._removed:
+                if not self._ready:
+                    self._finalise()
+                self._check_finite(self._step)
+
+        scaler.unscale_ = unscale_
+
+        class _Restore:
+            def remove(self_inner) -> None:
+                if scaler.__dict__.get("unscale_") is unscale_:
+                    del scaler.unscale_
+
+        self._handles.append(_Restore())
+
     def _skipped(self, keep_since_forward: bool) -> None:
         s = self._step
+        if self._skip_first is None:
+            # the GradScaler skips a step only for inf/NaN gradients
+            self._skip_first = {"step": s, "layer": None, "metric": "skipped"}
         if self._ranks.keeps_records:
             self._step_chunks.append(
                 Chunk(np.array([s], np.int64), np.array([self._skip_col], np.int64),
@@ -377,10 +511,12 @@ class GradientRecorder:
         step = int(ch.steps[r])
         if self._nonfinite_first is not None and self._nonfinite_first["step"] <= step:
             return
-        layers = self._col_layer[ch.cols[bad[r]]]
+        cols = ch.cols[bad[r]]
+        layers = self._col_layer[cols]
         # first in backward order: the deepest layer, which the backward pass reaches first
-        deepest = layers[np.argmax(self._depth[layers])]
-        self._nonfinite_first = {"step": step, "layer": self.layers[int(deepest)].name}
+        k = int(np.argmax(self._depth[layers]))
+        self._nonfinite_first = {"step": step, "layer": int(layers[k]),
+                                 "metric": LAYER_METRICS[int(self._col_metric[cols[k]])]}
 
     def _sync(self) -> None:
         if self._buf is not None:
@@ -391,7 +527,10 @@ class GradientRecorder:
                            self._depth, LAYER_METRICS)
 
     def to_frame(self) -> pd.DataFrame:
-        """All per-layer records kept so far: columns step, layer, depth, metric, value."""
+        """All per-layer records kept so far: columns step, layer, depth, metric, value.
+
+        Records drained by :meth:`pop_frame` are no longer kept: after a pop, this returns only
+        what was recorded since. Use one of the two styles per recorder."""
         self._sync()
         return self._layer_frame(self._layer_chunks)
 
@@ -402,7 +541,8 @@ class GradientRecorder:
         return self._layer_frame(chunks)
 
     def step_frame(self) -> pd.DataFrame:
-        """All per-step records kept so far: columns step, metric, value."""
+        """All per-step records kept so far (not those drained by :meth:`pop_step_frame`):
+        columns step, metric, value."""
         self._sync()
         return step_frame(self._step_chunks, self._step_col_metric, _STEP_NAMES)
 
@@ -423,10 +563,35 @@ class GradientRecorder:
 
     @property
     def nonfinite_first(self) -> dict[str, Any] | None:
-        """``{"step", "layer"}`` of the first recorded step with NaN/Inf gradients (the layer the
-        backward pass reached first, i.e. the deepest), or None."""
+        """``{"step": int, "layer": str | None, "metric": str}`` of the first step with a NaN/inf
+        gradient, or None. Reads the device (a sync): ask at flush time, not every step.
+
+        The step is exact whether or not it was recorded: every step's per-layer gradient norms
+        are checked for finiteness on the device (see finite.py), including steps that
+        ``on_nonfinite`` logic later skips and, with ``optimizer=`` and ``scaler=``, the steps the
+        GradScaler skips. The layer is the non-finite one nearest the loss (deepest in forward
+        order), which the backward pass reached first. ``metric`` says what showed it:
+        ``grad_norm`` (any step); on recorded steps also ``act_grad_norm`` or
+        ``grad_nonfinite``; ``skipped`` (layer None) for a step the GradScaler skipped when
+        the recorder was not given that scaler.
+        """
         self._sync()
-        return None if self._nonfinite_first is None else dict(self._nonfinite_first)
+        found: list[tuple[int, int, int | None, str]] = []  # (step, -depth, layer, metric)
+        if self._nonfinite_first is not None:
+            h = self._nonfinite_first
+            found.append((h["step"], -int(self._depth[h["layer"]]), h["layer"], h["metric"]))
+        first = self._watch.first() if self._watch is not None else None
+        if first is not None:
+            step, bad = first
+            layers = np.flatnonzero(bad)
+            deepest = int(layers[np.argmax(self._depth[layers])])
+            found.append((step, -int(self._depth[deepest]), deepest, GRAD_NORM))
+        if self._skip_first is not None:
+            found.append((self._skip_first["step"], 1, None, "skipped"))
+        if not found:
+            return None
+        step, _, layer, metric = min(found, key=lambda f: (f[0], f[1]))
+        return {"step": int(step), "layer": None if layer is None else self.layers[layer].name, "metric": metric}
 
     @property
     def host_bytes(self) -> int:

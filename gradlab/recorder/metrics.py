@@ -19,8 +19,13 @@ UPDATE_RATIO = "update_ratio"
 ACT_GRAD_NORM = "act_grad_norm"
 ACT_MEAN = "act_mean"
 ACT_STD = "act_std"
-ACT_DEAD_FRAC = "act_dead_frac"
+ACT_ZERO_FRAC = "act_zero_frac"  # fraction of output elements exactly 0 (was stored as act_dead_frac)
+ACT_DEAD_UNITS = "act_dead_units"  # fraction of units that are 0 for every example of the batch
+ACT_DEAD_UNITS_RUN = "act_dead_units_run"  # ... and at every recorded step so far
 ACT_SATURATED_FRAC = "act_saturated_frac"
+ACT_COS = "act_cos"  # mean pairwise cosine of the per-example outputs across the batch
+ACT_GRAD_COS = "act_grad_cos"  # the same of dL/dh
+ACT_GRAD_COS_CLASS = "act_grad_cos_class"  # the same of dL/dh, over same-label pairs only
 GRAD_NONFINITE = "grad_nonfinite"
 
 # Per-step metrics.
@@ -35,8 +40,13 @@ LAYER_METRICS: tuple[str, ...] = (
     ACT_GRAD_NORM,
     ACT_MEAN,
     ACT_STD,
-    ACT_DEAD_FRAC,
+    ACT_ZERO_FRAC,
+    ACT_DEAD_UNITS,
+    ACT_DEAD_UNITS_RUN,
     ACT_SATURATED_FRAC,
+    ACT_COS,
+    ACT_GRAD_COS,
+    ACT_GRAD_COS_CLASS,
     GRAD_NONFINITE,
 )
 #: Per-step metrics that ``metrics=`` may name.
@@ -50,9 +60,15 @@ DEFAULT_METRICS: tuple[str, ...] = (GRAD_NORM, WEIGHT_NORM, TOTAL_GRAD_NORM)
 #: Metrics read from parameters and their ``.grad`` after backward.
 PARAM_METRICS = frozenset({GRAD_NORM, WEIGHT_NORM, UPDATE_RATIO, GRAD_NONFINITE, TOTAL_GRAD_NORM})
 #: Metrics that need forward hooks (and, for ACT_GRAD_NORM, tensor hooks).
-ACTIVATION_METRICS = frozenset({ACT_GRAD_NORM, ACT_MEAN, ACT_STD, ACT_DEAD_FRAC, ACT_SATURATED_FRAC})
+ACTIVATION_METRICS = frozenset({
+    ACT_GRAD_NORM, ACT_MEAN, ACT_STD, ACT_ZERO_FRAC, ACT_DEAD_UNITS, ACT_DEAD_UNITS_RUN, ACT_SATURATED_FRAC,
+    ACT_COS, ACT_GRAD_COS, ACT_GRAD_COS_CLASS,
+})
+#: Metrics taken from dL/dh at layer outputs (need a tensor hook on the output).
+ACT_GRAD_METRICS = frozenset({ACT_GRAD_NORM, ACT_GRAD_COS, ACT_GRAD_COS_CLASS})
 
-#: Activation modules whose outputs are exactly 0 on a dead unit: act_dead_frac is recorded for them.
+#: Activation modules whose outputs are exactly 0 on a dead unit: act_zero_frac, act_dead_units
+#: and act_dead_units_run are recorded for them.
 RELU_FAMILY: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.Threshold)
 #: Saturating activations: act_saturated_frac is recorded for them.
 SATURATING: tuple[type[nn.Module], ...] = (nn.Sigmoid, nn.Tanh)

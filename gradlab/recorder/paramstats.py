@@ -35,6 +35,7 @@ class _GradPlan:
     pair_pos: torch.Tensor  # positions into the present list, one per (parameter, layer) pair
     pair_layer: torch.Tensor
     layer_mask: np.ndarray  # bool per layer: it has at least one gradient this step
+    layer_mask_t: torch.Tensor  # the same, on the device
     sharded: torch.Tensor | None  # bool per present position: a DTensor shard
     chunks: list[list[int]]
     convert: bool  # some gradient is sparse or a DTensor: take its values / local shard
@@ -117,6 +118,7 @@ class ParamStats:
                 pair_pos=host_to_device([a for a, _ in pairs], torch.long, dev),
                 pair_layer=host_to_device([b for _, b in pairs], torch.long, dev),
                 layer_mask=mask,
+                layer_mask_t=host_to_device(mask.tolist(), torch.bool, dev),
                 sharded=self._shard_mask([self.params[i] for i in present]),
                 chunks=chunks_of(grads),
                 convert=any(g.is_sparse or rdist.is_dtensor(g) for g in grads),
@@ -145,6 +147,7 @@ class ParamStats:
         vals = self._sum_shards(torch.stack(rows), plan.sharded)
         lay = vals.new_zeros(len(rows), self.num_layers)
         lay.index_add_(1, plan.pair_layer, vals.index_select(1, plan.pair_pos))
+        self.last_layer_sumsq = (lay[0], plan.layer_mask_t)  # for the step's finiteness check
         if GRAD_NORM in views:
             torch.sqrt(lay[0], out=views[GRAD_NORM])
         if GRAD_NONFINITE in views:
@@ -152,6 +155,22 @@ class ParamStats:
         if total is not None:
             torch.sqrt(vals[0].sum(), out=total)
         return plan.layer_mask
+
+    def layer_grad_norms(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per-layer gradient norms and the device mask of layers with a gradient, cheaply: one
+        foreach norm (float32 accumulation is enough to tell finite from not), for the
+        finiteness check of steps that are not recorded. None when no gradient exists."""
+        all_grads = [p.grad for p in self.params]
+        key = tuple(g is None for g in all_grads)
+        if all(key):
+            return None
+        grads = [g for g in all_grads if g is not None]
+        plan = self._plan(key, grads)
+        if plan.convert:
+            grads = [rdist.local(_dense(g)) for g in grads]
+        norms = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
+        lay = norms.new_zeros(self.num_layers).index_add_(0, plan.pair_layer, norms.index_select(0, plan.pair_pos))
+        return lay, plan.layer_mask_t
 
     # -- weights and updates --------------------------------------------------------------
     def record_weights(self, views: dict[str, torch.Tensor]) -> bool:

@@ -3,11 +3,13 @@
 Reads :class:`gradlab.store.Run` objects (pandas tables) and writes one HTML file that opens
 offline from ``file://``. Never imports torch.
 
-Figures, in order: (1) gradient-flow heatmaps of ``grad_norm`` and ``act_grad_norm``, depth x
-step; (2) depth profiles at init, early and late steps, aligned by stage and block;
-(3) training and evaluation loss and accuracy; (4) the total gradient norm with clipping and
-non-finite steps; (5) activation statistics per layer; (6) update-to-weight ratios; (7) where
-non-finite values first appeared.
+The page opens with its answer: a headline with numbers and the one to three figures that
+carry it (an experiment's summary across its grid, or a comparison's profiles and curves).
+Tables follow, collapsed where long, then the detail figures: training and evaluation curves,
+depth profiles at init, early and late (weight layers by default), gradient-flow heatmaps of
+``grad_norm`` and ``act_grad_norm`` (small multiples for many runs), the total gradient norm
+with clipping, activation statistics, update-to-weight ratios, and where non-finite values
+first appeared.
 """
 
 from __future__ import annotations
@@ -24,47 +26,56 @@ PLOTLYJS_MODES = ("embed", "beside")
 PLOTLYJS_FILE = "plotly.min.js"
 
 
-def build_sections(views: Sequence[Any]) -> list:
-    """The report's figures, in order (each a :class:`gradlab.report.style.Section`)."""
+def build_sections(views: Sequence[Any], *, all_layers: bool = False,
+                   skip: Sequence[str] = ()) -> list:
+    """The report's detail figures, in order (each a :class:`gradlab.report.style.Section`).
+
+    ``all_layers`` draws every recorded layer in the profiles and heatmaps instead of the
+    weight layers only; ``skip`` leaves out sections by key (those already drawn at the top).
+    """
     from gradlab.report.activations import activations_section
     from gradlab.report.gradnorm import gradnorm_section
     from gradlab.report.heatmaps import heatmap_section
+    from gradlab.report.layerpick import layer_filter
     from gradlab.report.nonfinite import nonfinite_section
     from gradlab.report.profiles import profile_section
     from gradlab.report.training import training_section
 
-    sections = [
-        heatmap_section(views, "grad_norm", key="flow-grad", unit="weight-gradient norm (log10)",
-                        title="Gradient flow: weight-gradient norm per layer and step",
-                        intro="Colour = log10 of each layer's weight-gradient norm (input at the "
-                              "bottom). A dark band along the bottom rows is a gradient that "
-                              "vanishes before it reaches the input; grey cells are exact zeros "
-                              "(underflow), magenta cells NaN/inf. All runs share one colour scale."),
-        heatmap_section(views, "act_grad_norm", key="flow-act", unit="dL/dh norm (log10)",
-                        title="Gradient flow: back-propagated dL/dh per layer and step",
-                        intro="Colour = log10 of the norm of the gradient with respect to each "
-                              "layer's output. Weight gradients can look flat while this signal "
-                              "shrinks toward the input, so read both. Shared colour scale."),
-        profile_section(views, [("grad_norm", "weight-gradient norm"), ("act_grad_norm", "dL/dh norm")],
-                        key="profiles", title="Depth profiles at initialisation, early and late",
-                        intro="Norm against the position in the network, runs overlaid and aligned "
-                              "by stage and block (so a plain net and its residual twin line up). A "
-                              "line that falls toward the left is a gradient vanishing toward the "
-                              "input; early and late profiles are per-layer medians over their steps."),
-        training_section(views),
-        gradnorm_section(views),
-        activations_section(views),
-        heatmap_section(views, "update_ratio", key="updates", unit="update / weight norm (log10)",
-                        title="Update-to-weight ratio per layer over time",
-                        intro="Colour = log10 of |step update| / |weights| per layer. Around 1e-3 "
-                              "is a common rule of thumb; far below it a layer barely learns (often "
-                              "the layers a vanishing gradient does not reach), far above it is "
-                              "unstable."),
-        nonfinite_section(views),
+    keep = layer_filter(all_layers)
+    which = "every recorded layer" if all_layers else "the layers with weights (convolutions and linear layers)"
+    makers = [
+        ("training", lambda: training_section(views)),
+        ("profiles", lambda: profile_section(
+            views, [("grad_norm", "weight-gradient norm"), ("act_grad_norm", "dL/dh norm")], keep=keep,
+            key="profiles", title="Depth profiles at initialisation, early and late",
+            intro="Norm against the position in the network, runs overlaid and aligned by stage and "
+                  "block (so a plain net and its residual twin line up), drawn over " + which + ". "
+                  "A line that falls toward the left is a gradient vanishing toward the input; early "
+                  "and late profiles are per-layer medians over their steps.")),
+        ("flow-grad", lambda: heatmap_section(
+            views, "grad_norm", key="flow-grad", unit="weight-gradient norm (log10)", keep=keep,
+            title="Gradient flow: weight-gradient norm per layer and step",
+            intro="Colour = log10 of each layer's weight-gradient norm (input at the bottom). A dark "
+                  "band along the bottom rows is a gradient that vanishes before it reaches the "
+                  "input; grey cells are exact zeros (underflow), magenta cells NaN/inf. All runs "
+                  "share one colour scale.")),
+        ("flow-act", lambda: heatmap_section(
+            views, "act_grad_norm", key="flow-act", unit="dL/dh norm (log10)", keep=keep,
+            title="Gradient flow: back-propagated dL/dh per layer and step",
+            intro="Colour = log10 of the norm of the gradient with respect to each layer's output. "
+                  "Weight gradients can look flat while this signal shrinks toward the input, so "
+                  "read both. Shared colour scale.")),
+        ("gradnorm", lambda: gradnorm_section(views)),
+        ("activations", lambda: activations_section(views)),
+        ("updates", lambda: heatmap_section(
+            views, "update_ratio", key="updates", unit="update / weight norm (log10)", keep=keep,
+            title="Update-to-weight ratio per layer over time",
+            intro="Colour = log10 of |step update| / |weights| per layer. Around 1e-3 is a common "
+                  "rule of thumb; far below it a layer barely learns (often the layers a vanishing "
+                  "gradient does not reach), far above it is unstable.")),
+        ("nonfinite", lambda: nonfinite_section(views)),
     ]
-    for section, number in zip(sections, ("1a", "1b", "2", "3", "4", "5", "6", "7")):
-        section.number = number
-    return sections
+    return [make() for key, make in makers if key not in skip]
 
 
 def _check_out(out: str | os.PathLike[str], *, create: bool = True) -> Path:
@@ -121,15 +132,19 @@ def _plotlyjs_tag(mode: str, out: Path) -> str:
 
 
 def build_report(runs: Sequence[Any], out: str | os.PathLike[str], *, title: str | None = None,
-                 plotlyjs: str = "embed") -> Path:
+                 plotlyjs: str = "embed", all_layers: bool = False) -> Path:
     """Write the HTML report of ``runs`` (:class:`gradlab.store.Run` objects) to ``out``.
 
     ``plotlyjs="embed"`` puts plotly.js inside the file (one self-contained file);
     ``"beside"`` writes ``plotly.min.js`` once next to it and references it relatively, for a
     folder of reports. The file is written to a temporary name and renamed, so an error leaves
-    no partial report. Returns the path written.
+    no partial report. The page opens with a headline and its figures (see
+    :mod:`gradlab.report.headline`); ``all_layers`` draws every recorded layer in the depth
+    profiles and heatmaps instead of the weight layers only. Returns the path written.
     """
     from gradlab.report.data import prepare
+    from gradlab.report.headline import make_headline
+    from gradlab.report.layerpick import layer_filter
     from gradlab.report.page import render
 
     if plotlyjs not in PLOTLYJS_MODES:
@@ -139,17 +154,20 @@ def build_report(runs: Sequence[Any], out: str | os.PathLike[str], *, title: str
         raise GradlabError("no runs to report on: pass at least one run directory")
     path = _check_out(out)
     views = prepare(runs)
-    sections = build_sections(views)
+    headline = make_headline(views, layer_filter(all_layers))
+    sections = build_sections(views, all_layers=all_layers, skip=[s.key for s in headline.sections])
+    for number, section in enumerate([*headline.sections, *sections], start=1):
+        section.number = str(number)
     if title is None:
         names = [v.label for v in views]
         title = ("gradlab report: " + names[0]) if len(names) == 1 else "gradlab comparison: " + " vs ".join(names)
-    page = render(title, views, sections, _plotlyjs_tag(plotlyjs, path))
+    page = render(title, views, sections, _plotlyjs_tag(plotlyjs, path), headline=headline)
     _write_atomic(path, page)
     return path
 
 
 def report_from_dirs(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
-                     title: str | None = None, plotlyjs: str = "embed") -> Path:
+                     title: str | None = None, plotlyjs: str = "embed", all_layers: bool = False) -> Path:
     """Load run directories and write their report (what ``gradlab report`` calls)."""
     from gradlab.store import load_run
 
@@ -157,4 +175,4 @@ def report_from_dirs(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.P
         raise GradlabError("give at least one run directory, e.g. gradlab report runs/resnet56 -o r.html")
     _check_out(out, create=False)  # refuse a bad output before reading anything
     runs = [load_run(p) for p in run_dirs]
-    return build_report(runs, out, title=title, plotlyjs=plotlyjs)
+    return build_report(runs, out, title=title, plotlyjs=plotlyjs, all_layers=all_layers)

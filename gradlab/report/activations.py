@@ -35,7 +35,7 @@ def activations_section(views: Sequence[RunView]) -> Section:
     """Dead fraction, saturated fraction and response std against aligned depth, init and late."""
     return profile_section(
         views,
-        [("act_dead_frac", "dead fraction (ReLU outputs always 0)"),
+        [("act_dead_units", "dead units (ReLU units 0 for every example)"),
          ("act_saturated_frac", "saturated fraction (sigmoid/tanh)"),
          ("act_std", "std of layer responses")],
         key="activations", title="Activation statistics per layer",
@@ -44,5 +44,5 @@ def activations_section(views: Sequence[RunView]) -> Section:
                "ReLU network's gradient. The std of responses (outputs of the norm layers, "
                "before the addition) is the ResNet paper's Fig. 7: smaller in residual nets "
                "than in plain ones."),
-        phases=("init", "late"), log_y={"act_dead_frac": False, "act_saturated_frac": False, "act_std": None}, keep=_keep, by_phase_columns=False,
+        phases=("init", "late"), log_y={"act_dead_units": False, "act_saturated_frac": False, "act_std": None}, keep=_keep, by_phase_columns=False,
     )

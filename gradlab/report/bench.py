@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 LAYER_METRICS = ("grad_norm", "weight_norm", "update_ratio", "act_grad_norm", "act_mean",
-                 "act_std", "act_dead_frac", "act_saturated_frac", "grad_nonfinite")
+                 "act_std", "act_zero_frac", "act_saturated_frac", "grad_nonfinite")
 
 
 def resnet_like_layers(blocks: Sequence[int] = (3, 8, 36, 3), convs_per_block: int = 3) -> list[dict[str, Any]]:
@@ -54,17 +54,19 @@ def resnet_like_layers(blocks: Sequence[int] = (3, 8, 36, 3), convs_per_block: i
 def synthetic_run(*, steps: int = 10_000, blocks: Sequence[int] = (3, 8, 36, 3), decay: float = 0.0,
                   name: str = "resnet152-like", seed: int = 0, clip: float | None = 1.0,
                   nonfinite_at: int | None = None, path: str | os.PathLike[str] = "generated",
-                  metrics: Sequence[str] = LAYER_METRICS):
+                  metrics: Sequence[str] = LAYER_METRICS, every_module: bool = False):
     """A :class:`gradlab.store.Run` with plausible values, recorded on every step.
 
     ``decay`` is the decades lost per weight layer toward the input (0 = flat profile).
     ``nonfinite_at`` makes the first three weight layers' gradients NaN from that step on.
+    ``every_module`` records every module of the table (BatchNorm, ReLU, pooling too: 364 for
+    ResNet-152), not only the convolutional and linear layers (156).
     """
     from gradlab.store import Run
 
     rng = np.random.default_rng(seed)
     table = resnet_like_layers(blocks)
-    weights = [e for e in table if e["type"] in ("Conv2d", "Linear")]
+    weights = table if every_module else [e for e in table if e["type"] in ("Conv2d", "Linear")]
     n_layers = len(weights)
     depth = np.array([e["depth"] for e in weights])
     pos = np.arange(n_layers)
@@ -82,7 +84,7 @@ def synthetic_run(*, steps: int = 10_000, blocks: Sequence[int] = (3, 8, 36, 3),
         "update_ratio": 10 ** (-3 + 0.3 * drift[None, :] + rng.normal(0, 0.2, base.shape)),
         "act_mean": rng.normal(0.3, 0.05, base.shape),
         "act_std": np.abs(rng.normal(1.0, 0.1, base.shape)) * (1 + 0.01 * pos[:, None]),
-        "act_dead_frac": np.clip(rng.normal(0.3, 0.05, base.shape), 0, 1),
+        "act_zero_frac": np.clip(rng.normal(0.3, 0.05, base.shape), 0, 1),
         "act_saturated_frac": np.zeros(base.shape),
         "grad_nonfinite": np.zeros(base.shape),
     }
@@ -139,24 +141,48 @@ def synthetic_run(*, steps: int = 10_000, blocks: Sequence[int] = (3, 8, 36, 3),
     return Run(path=Path(path), meta=meta, layers=frame, steps=steps_frame)
 
 
-def bench(steps: int = 10_000, runs: int = 1, out: str | None = None, plotlyjs: str = "embed") -> dict[str, Any]:
-    """Generate ``runs`` ResNet-152-like runs, build one report, return timings and sizes."""
+def store_runs(generated: Sequence[Any], root: str | os.PathLike[str]) -> list[Path]:
+    """Write generated runs as run directories with the store's writer (as training would)."""
+    from gradlab.store import RunWriter
+
+    dirs = []
+    for run in generated:
+        path = Path(root) / str(run.meta["name"])
+        with RunWriter(path, dict(run.meta), overwrite=True) as writer:
+            writer.append_layers(run.layers)
+            writer.append_steps(run.steps)
+        dirs.append(path)
+    return dirs
+
+
+def bench(steps: int = 10_000, runs: int = 1, out: str | None = None, plotlyjs: str = "embed",
+          store: str | None = None, every_module: bool = False) -> dict[str, Any]:
+    """Generate ``runs`` ResNet-152-like runs, build one report, return timings and sizes.
+
+    With ``store`` the runs are first written as run directories there, and the build time
+    includes reading them back (what ``gradlab report`` does).
+    """
     from plotly.offline import get_plotlyjs
 
-    from gradlab.report import build_report
+    from gradlab.report import build_report, report_from_dirs
 
     t0 = time.perf_counter()
-    generated = [synthetic_run(steps=steps, name=f"resnet152-like-{i}", seed=i, decay=0.02 * i)
-                 for i in range(runs)]
+    generated = [synthetic_run(steps=steps, name=f"resnet152-like-{i}", seed=i, decay=0.02 * i,
+                               every_module=every_module) for i in range(runs)]
+    dirs = store_runs(generated, store) if store else []
     t1 = time.perf_counter()
     target = Path(out) if out else Path(tempfile.mkdtemp()) / "bench.html"
-    build_report(generated, target, plotlyjs=plotlyjs)
+    if dirs:
+        del generated[1:]  # keep one for the counts below; the report reads the directories
+        report_from_dirs(dirs, target, plotlyjs=plotlyjs)
+    else:
+        build_report(generated, target, plotlyjs=plotlyjs)
     t2 = time.perf_counter()
     size = target.stat().st_size
     js = len(get_plotlyjs().encode()) if plotlyjs == "embed" else 0
     return {
         "runs": runs, "steps": steps, "layers": int(generated[0].layers["layer"].nunique()),
-        "rows": int(sum(len(r.layers) for r in generated)), "generate_s": round(t1 - t0, 2),
+        "rows": int(len(generated[0].layers)) * runs, "generate_s": round(t1 - t0, 2),
         "build_s": round(t2 - t1, 2), "html_mb": round(size / 1e6, 2),
         "html_without_plotlyjs_mb": round((size - js) / 1e6, 2), "path": str(target),
     }
@@ -196,10 +222,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--out", default=None, help="where to write the report (default: a temp dir)")
     parser.add_argument("--plotlyjs", choices=("embed", "beside"), default="embed")
+    parser.add_argument("--store", default=None,
+                        help="write the runs as run directories here first and build from them")
     parser.add_argument("--browser", action="store_true",
                         help="also time opening the report in headless Chromium (needs selenium)")
+    parser.add_argument("--every-module", action="store_true",
+                        help="record every module (364 for ResNet-152), not only the 156 weight layers")
     args = parser.parse_args(argv)
-    result = bench(args.steps, args.runs, args.out, args.plotlyjs)
+    result = bench(args.steps, args.runs, args.out, args.plotlyjs, args.store, args.every_module)
     if args.browser:
         result["browser_draw_s"] = round(browser_seconds(result["path"]), 2)
     for key, value in result.items():

@@ -16,8 +16,8 @@ from gradlab.report.style import colour
 
 #: Layer metrics the report draws (others stay unread).
 REPORT_METRICS = (
-    "grad_norm", "act_grad_norm", "update_ratio", "act_dead_frac", "act_saturated_frac",
-    "act_std", "grad_nonfinite",
+    "grad_norm", "act_grad_norm", "update_ratio", "act_dead_units", "act_saturated_frac",
+    "act_std", "grad_nonfinite", "act_cos", "act_grad_cos_class",
 )
 
 

@@ -17,12 +17,16 @@ from plotly.subplots import make_subplots
 
 from gradlab.report.data import RunView
 from gradlab.report.downsample import Grid, log_codes, minmax_grid
+from gradlab.report.layerpick import Keep, subset
 from gradlab.report.style import (NONFINITE_COLOUR, UNDERFLOW_COLOUR, Section, base_layout,
                                   decade_label, log_ticks, ptext)
 
 MAX_ROWS = 200  # layers shown before neighbouring layers are bucketed
 MAX_COLS = 400  # columns shown before steps are bucketed (each bucket: a min and a max column)
 ROW_HEIGHT = 270
+SMALL_HEIGHT = 190  # height of one small multiple when many runs share the figure
+MAX_SINGLE = 2  # up to this many runs get one full-width heatmap each; more become small multiples
+GRID_COLS = 4
 
 
 def _colour_scale(cmin: float, cmax: float, band: float) -> list[list]:
@@ -62,14 +66,25 @@ def _columns(steps: np.ndarray, grid: Grid) -> np.ndarray:
 
 
 def heatmap_section(views: Sequence[RunView], metric: str, *, key: str, title: str, intro: str,
-                    unit: str, max_rows: int = MAX_ROWS, max_cols: int = MAX_COLS) -> Section:
-    """One heatmap per run of ``metric`` on a shared colour scale (or a note without data)."""
+                    unit: str, max_rows: int = MAX_ROWS, max_cols: int = MAX_COLS,
+                    keep: Keep | None = None) -> Section:
+    """One heatmap per run of ``metric`` on a shared colour scale (or a note without data).
+
+    Up to :data:`MAX_SINGLE` runs get a full-width panel each, with layer names on the axis;
+    more runs become small multiples, :data:`GRID_COLS` a row, on the same colour scale and
+    step axis, layer names in the hover. ``keep`` picks the layers (see
+    :mod:`gradlab.report.layerpick`); None keeps all.
+    """
     section = Section(key, title, intro)
     grids = []
     for view in views:
         m = view.matrices.get(metric)
         if m is None or not m.present.any():
             continue
+        if keep is not None:
+            m = subset(m, keep(view, m))
+            if not m.present.any():
+                continue
         grids.append((view, m, minmax_grid(log_codes(m.values, m.present), max_rows, max_cols)))
     missing = [v.label for v in views if v.label not in {g[0].label for g in grids}]
     if not grids:
@@ -84,10 +99,15 @@ def heatmap_section(views: Sequence[RunView], metric: str, *, key: str, title: s
     band = max(0.3, 0.06 * (zmax - zmin))
     cmin, cmax = zmin - band, zmax + band
     ticks = log_ticks(zmin, zmax)
-    fig = make_subplots(rows=len(grids), cols=1, vertical_spacing=min(0.14, 0.45 / len(grids)),
+    small = len(grids) > MAX_SINGLE
+    ncols = min(GRID_COLS, len(grids)) if small else 1
+    nrows = -(-len(grids) // ncols)
+    fig = make_subplots(rows=nrows, cols=ncols, vertical_spacing=min(0.14, 0.45 / nrows),
+                        horizontal_spacing=0.03 if small else 0.2, shared_xaxes=small,
                         subplot_titles=[f"<span style='color:{v.colour}'>■</span> {ptext(v.label)}"
                                         for v, _, _ in grids])
-    for i, (view, m, grid) in enumerate(grids, start=1):
+    for i, (view, m, grid) in enumerate(grids):
+        row, col = i // ncols + 1, i % ncols + 1
         z = grid.z.copy()
         z[z == -np.inf] = cmin
         z[z == np.inf] = cmax
@@ -106,11 +126,12 @@ def heatmap_section(views: Sequence[RunView], metric: str, *, key: str, title: s
                 hovertemplate=(f"<b>{ptext(view.label)}</b><br>layer %{{y}}<br>step %{{x}}<br>"
                                f"{ptext(metric)} ({how}) %{{customdata:.3e}}<extra></extra>"),
             ),
-            row=i, col=1,
+            row=row, col=col,
         )
-        fig.update_yaxes(title_text="layer (depth name)", row=i, col=1, automargin=True,
-                         tickfont=dict(size=9), type="category")
-        fig.update_xaxes(title_text="step" if i == len(grids) else None, row=i, col=1)
+        fig.update_yaxes(title_text=None if small else "layer (depth name)", row=row, col=col,
+                         automargin=not small, tickfont=dict(size=9), type="category",
+                         showticklabels=not small)
+        fig.update_xaxes(title_text="step" if row == nrows else None, row=row, col=col)
         if grid.paired:
             section.notes.append(
                 f"{view.label}: {len(m.layers)} layers x {len(m.steps)} steps shown as "
@@ -119,11 +140,16 @@ def heatmap_section(views: Sequence[RunView], metric: str, *, key: str, title: s
             )
     tickvals = [cmin + band / 2, *ticks, cmax - band / 2]
     ticktext = ["underflow (0.0)", *(decade_label(k) for k in ticks), "non-finite"]
-    base_layout(fig, height=ROW_HEIGHT * len(grids) + 90, legend=False)
+    if small:
+        section.notes.append(f"{len(grids)} runs as small multiples on one colour scale; input at the "
+                             "bottom of each panel, layer names in the hover.")
+    base_layout(fig, height=(SMALL_HEIGHT if small else ROW_HEIGHT) * nrows + 90, legend=False)
+    if small:
+        fig.update_annotations(font_size=10)
     fig.update_layout(coloraxis=dict(
         colorscale=_colour_scale(cmin, cmax, band), cmin=cmin, cmax=cmax,
         colorbar=dict(title=dict(text=ptext(unit), side="right"), tickvals=tickvals,
-                      ticktext=ticktext, len=min(1.0, 0.9 if len(grids) == 1 else 1.0)),
+                      ticktext=ticktext, len=min(1.0, 0.9 if nrows == 1 else 1.0)),
     ))
     section.figure = fig
     return section

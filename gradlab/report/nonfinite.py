@@ -41,6 +41,7 @@ def nonfinite_section(views: Sequence[RunView]) -> Section:
                       "lowest point is where the explosion started.")
     fig = go.Figure()
     drawn = False
+    flagged = False  # a run whose meta names a non-finite step
     top = 0
     for view in views:
         found = first_nonfinite(view)
@@ -49,8 +50,14 @@ def nonfinite_section(views: Sequence[RunView]) -> Section:
         if isinstance(first, dict) and first.get("step") is not None:
             layer = str(first.get("layer")) if first.get("layer") is not None else None
             depth = view.depth_of.get(layer) if layer else None
-            section.notes.append(f"{view.label}: first non-finite value at step {first.get('step')}"
-                                 + (f" in layer {layer}" if layer else "") + ".")
+            note = f"{view.label}: first non-finite value at step {first.get('step')}"
+            note += f" in layer {layer}." if layer else "."
+            if not found and depth is None:
+                # The run checks every step, but records only some: the value fell between
+                # recorded steps, so there is nothing to draw, yet something was non-finite.
+                note += " No recorded step holds a non-finite value, so the layer is not located."
+                flagged = True
+            section.notes.append(note)
             if depth is not None:
                 star = (int(first["step"]), depth, layer)
         elif found:
@@ -78,7 +85,9 @@ def nonfinite_section(views: Sequence[RunView]) -> Section:
                                "%{customdata}<br>depth %{y}<br>step %{x}<extra></extra>"),
             ))
     if not drawn:
-        section.notes.append(f"No non-finite value was recorded in {'the run' if len(views) == 1 else 'any of the runs'}.")
+        if not flagged:
+            section.notes.append(
+                f"No non-finite value was recorded in {'the run' if len(views) == 1 else 'any of the runs'}.")
         return section
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="depth (0 = input)", range=[-1, top + 1])

@@ -35,6 +35,8 @@ th{background:#f0f0f0} td.num{text-align:right;font-variant-numeric:tabular-nums
 .why{color:#666;font-size:.92em} .notes{color:#555;font-size:.9em;margin:.2em 0 .4em 1.2em;padding:0}
 .nodata{color:#777;font-style:italic} .plot{background:#fff;border:1px solid #e6e6e6;margin:.4em 0}
 .summary li{margin:.2em 0} details{margin:.4em 0} summary{cursor:pointer;color:#444}
+.headline{font-size:1.15em;line-height:1.45;max-width:60em;margin:.6em 0;padding:.6em .9em;background:#fff;border-left:4px solid #1565c0}
+.lines{color:#444;font-size:.92em;margin:.2em 0 .6em 1.2em;padding:0}
 """
 
 _SIGNAL = {"grad_norm": "weight gradients (grad_norm)", "act_grad_norm": "dL/dh (act_grad_norm)"}
@@ -112,8 +114,13 @@ def _settings_tables(views: Sequence[RunView]) -> str:
     if len(views) > 1:
         differ = [k for k in keys if len({s.get(k, "\0missing") for s in settings}) > 1]
         if differ:
-            parts.append(f"<p>{len(differ)} of {len(keys)} settings differ between the runs:</p>")
-            parts.append(table([row(k) for k in differ]))
+            differing = table([row(k) for k in differ])
+            if len(views) > OPEN_RUNS or len(differ) > 12:
+                parts.append(f"<details><summary>{len(differ)} of {len(keys)} settings differ between "
+                             f"the runs</summary>{differing}</details>")
+            else:
+                parts.append(f"<p>{len(differ)} of {len(keys)} settings differ between the runs:</p>")
+                parts.append(differing)
         else:
             parts.append(f"<p>All {len(keys)} recorded settings are the same in every run.</p>")
     if keys:
@@ -123,7 +130,7 @@ def _settings_tables(views: Sequence[RunView]) -> str:
     return "\n".join(parts)
 
 
-def _diagnosis_panel(views: Sequence[RunView]) -> str:
+def _diagnosis_panel(views: Sequence[RunView], open_summary: bool = True) -> str:
     frames = [v.diagnosis for v in views if len(v.diagnosis)]
     by_label = {v.label: v for v in views}
     if not frames:
@@ -176,9 +183,12 @@ def _diagnosis_panel(views: Sequence[RunView]) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     t = thresholds_dict(THRESHOLDS)
     thresholds = ", ".join(f"{htext(k)} = {htext(v)}" for k, v in t.items())
+    summary_html = "<ul class='summary'>" + "".join(summary) + "</ul>"
+    table = "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
     return (
-        "<ul class='summary'>" + "".join(summary) + "</ul>"
-        + "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+        (summary_html if open_summary else
+         f"<details><summary>the worst verdict of each of the {len(views)} runs</summary>{summary_html}</details>")
+        + f"<details><summary>every verdict: {len(rows)} rows (run, signal, phase)</summary>{table}</details>"
         + "<details><summary>how the verdicts are made</summary><p class='intro'>first = layer nearest "
         "the input, last = nearest the output; first/last = norm(first)/norm(last). Decades lost per "
         "layer: slope of log10(norm) against the layer position counted in weight layers (positive = "
@@ -206,29 +216,57 @@ def _figure_html(section: Section) -> str:
     )
 
 
-def render(title: str, views: Sequence[RunView], sections: Sequence[Section], plotlyjs_tag: str) -> str:
-    """The whole page as one string."""
+#: Above this many runs, the runs table and the per-run diagnosis list start collapsed.
+OPEN_RUNS = 4
+
+
+def _section_html(s: Section, fallback_number: int) -> str:
+    body = [f"<section id='sec-{htext(s.key)}'><h2>{htext(s.number or fallback_number)}. {htext(s.title)}</h2>",
+            f"<p class='intro'>{htext(s.intro)}</p>"]
+    if s.figure is None:
+        text = " ".join(s.notes) if s.notes else "No data for this figure."
+        body.append(f"<p class='nodata'>{htext(text)}</p>")
+    else:
+        if s.notes:
+            body.append("<ul class='notes'>" + "".join(f"<li>{htext(n)}</li>" for n in s.notes) + "</ul>")
+        body.append(f"<div class='plot'>{_figure_html(s)}</div>")
+    body.append("</section>")
+    return "\n".join(body)
+
+
+def _collapsed(summary: str, inner: str, open_: bool) -> str:
+    return f"<details{' open' if open_ else ''}><summary>{summary}</summary>{inner}</details>"
+
+
+def _headline_html(headline: Any) -> str:
+    lines = "".join(f"<li>{htext(line)}</li>" for line in headline.lines)
+    return (f"<section id='headline'><p class='headline'>{htext(headline.text)}</p>"
+            + (f"<ul class='lines'>{lines}</ul>" if lines else "") + "</section>")
+
+
+def render(title: str, views: Sequence[RunView], sections: Sequence[Section], plotlyjs_tag: str,
+           headline: Any = None) -> str:
+    """The whole page as one string: headline and its figures first, tables, then the details."""
     written = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     names = ", ".join(v.label for v in views)
+    many = len(views) > OPEN_RUNS
     body = [
         f"<h1>{htext(title)}</h1>",
         f"<p class='sub'>{len(views)} run{'s' if len(views) != 1 else ''}: {htext(names)} &middot; "
         f"gradlab {htext(__version__)} &middot; written {htext(written)}</p>",
-        "<section id='runs'><h2>Runs</h2>", _runs_table(views), "</section>",
-        "<section id='settings'><h2>Settings</h2>", _settings_tables(views), "</section>",
-        "<section id='diagnosis'><h2>Diagnosis</h2>", _diagnosis_panel(views), "</section>",
     ]
-    for i, s in enumerate(sections, start=1):
-        body.append(f"<section id='sec-{htext(s.key)}'><h2>{htext(s.number or i)}. {htext(s.title)}</h2>")
-        body.append(f"<p class='intro'>{htext(s.intro)}</p>")
-        if s.figure is None:
-            text = " ".join(s.notes) if s.notes else "No data for this figure."
-            body.append(f"<p class='nodata'>{htext(text)}</p>")
-        else:
-            if s.notes:
-                body.append("<ul class='notes'>" + "".join(f"<li>{htext(n)}</li>" for n in s.notes) + "</ul>")
-            body.append(f"<div class='plot'>{_figure_html(s)}</div>")
-        body.append("</section>")
+    lead = list(headline.sections) if headline is not None else []
+    if headline is not None:
+        body.append(_headline_html(headline))
+    body += [_section_html(s, i) for i, s in enumerate(lead, start=1)]
+    body += [
+        "<section id='runs'><h2>Runs</h2>",
+        _collapsed(f"{len(views)} runs: status, steps, wall time, directory", _runs_table(views), not many),
+        "</section>",
+        "<section id='settings'><h2>Settings</h2>", _settings_tables(views), "</section>",
+        "<section id='diagnosis'><h2>Diagnosis</h2>", _diagnosis_panel(views, open_summary=not many), "</section>",
+    ]
+    body += [_section_html(s, i) for i, s in enumerate(sections, start=len(lead) + 1)]
     return (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
