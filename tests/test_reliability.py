@@ -421,3 +421,40 @@ def test_a_failed_allocation_is_one_line(monkeypatch):
     monkeypatch.setattr(gradlab.models.listing, "models_text", out_of_memory)
     line = assert_one_line_exit_2(invoke("models"))
     assert "out of memory" in line and "--batch-size" in line
+
+
+def test_ctrl_c_in_the_middle_of_a_step_keeps_whole_steps_only(tmp_path, monkeypatch):
+    # Found by the chaos test: rows of the step that Ctrl-C cut short (here during its
+    # evaluation) were written without the rest of that step.
+    from gradlab.train import _Trainer, train
+
+    config = TrainConfig(**TINY_CONFIG)
+    reference = load_run(train(config, tmp_path / "reference", quiet=True))
+    calls = {"n": 0}
+    original = _Trainer._evaluate
+
+    def interrupted_evaluation(self):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the evaluation of the last step
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self)
+
+    monkeypatch.setattr(_Trainer, "_evaluate", interrupted_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", quiet=True)
+    (run_dir,) = [p for p in (tmp_path / "cut").iterdir() if p.is_dir()]
+    cut = load_run(run_dir)
+    assert cut.status == "stopped" and cut.meta["steps_done"] == 5
+    for table in ("steps", "layers"):
+        got, want = getattr(cut, table), getattr(reference, table)
+        want = want[want["step"] <= 4].reset_index(drop=True)
+        assert_frame_equal_plain(got.reset_index(drop=True), want)
+
+
+def assert_frame_equal_plain(got, want):
+    import pandas as pd
+
+    def plain(frame):
+        return frame.assign(**{c: frame[c].astype(str) for c in ("layer", "metric") if c in frame})
+
+    pd.testing.assert_frame_equal(plain(got), plain(want))
