@@ -241,20 +241,35 @@ def _report_from_store(experiment: Experiment, out: Path, report_path: Path, tit
     return report_path
 
 
+#: Settings a run fills in for the machine it ran on when the file leaves them out (the
+#: default training length, the CPU thread count): a stored run matches a grid point whatever
+#: they were, so points trained on other machines (shards, Ray workers) count.
+_MACHINE_SETTINGS = ("steps", "threads")
+
+
+def _matches(config: TrainConfig, spec: Any) -> bool:
+    if not isinstance(spec, dict):
+        return False
+    for key, value in config.to_dict().items():
+        if value is None and key in _MACHINE_SETTINGS:
+            continue
+        if spec.get(key) != value:
+            return False
+    return True
+
+
 def grid_status(experiment: Experiment, out: str | Path) -> list[dict[str, Any]]:
     """Each grid point of ``experiment`` with its state in the store at ``out``: ``done`` (a
     finished run), ``running``, ``failed`` (failed or stopped) or ``missing``, and its run
-    directory (the newest one for that point) or ``None``. Torch-free."""
-    from gradlab.store import find_runs, run_id_for
+    directory (the best one for that point) or ``None``. A stored run belongs to a point when
+    its recorded settings are the point's (see :data:`_MACHINE_SETTINGS`). Torch-free."""
+    from gradlab.store import find_runs
 
-    by_id: dict[str, list] = {}
-    for entry in find_runs(out):
-        if entry.error is None and isinstance(entry.meta.get("run_id"), str):
-            by_id.setdefault(entry.meta["run_id"], []).append(entry)
+    stored = [e for e in find_runs(out) if e.error is None]
     rank = {"finished": 3, "running": 2, "failed": 1, "stopped": 1}
     points = []
     for config in experiment.configs:
-        entries = by_id.get(run_id_for(config.to_dict()), [])
+        entries = [e for e in stored if _matches(config, e.meta.get("spec"))]
         best = max(entries, key=lambda e: (rank.get(e.status, 0), str(e.meta.get("started_at"))),
                    default=None)
         status = "missing" if best is None else {"finished": "done", "running": "running"}.get(
@@ -262,7 +277,7 @@ def grid_status(experiment: Experiment, out: str | Path) -> list[dict[str, Any]]
         grid = config.extra.get("grid") or {"model": config.model}
         points.append({"point": ", ".join(f"{k}={v}" for k, v in grid.items()), "status": status,
                        "path": str(best.path) if best is not None else None,
-                       "run_id": run_id_for(config.to_dict())})
+                       "run_id": best.run_id if best is not None else None})
     return points
 
 

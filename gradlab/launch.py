@@ -81,15 +81,25 @@ def run_with_ray(
     Points with a finished run in ``out`` are skipped without a task (unless ``rerun``).
     ``workers`` sets the CPUs of a local Ray instance (default: all of this machine's).
     """
+    import dataclasses
+
     ray = _import_ray()
     from gradlab.store import find_finished_run
-    from gradlab.train import run_id
+    from gradlab.train import resolve_device, resolve_settings, run_id
 
     say = progress or (lambda message: print(message, file=sys.stderr))
+    # A CPU run's thread count is part of its identity: fix it to what each task gets (Ray
+    # gives a task as many threads as CPUs), so that the run a task records is the one found
+    # here next time.
+    configs = [
+        dataclasses.replace(c, threads=max(1, int(cpus)))
+        if c.threads is None and resolve_device(c.device).type == "cpu" else c
+        for c in configs
+    ]
     done: dict[int, Path] = {}
     todo: list[int] = []
     for i, config in enumerate(configs):
-        finished = None if rerun else find_finished_run(out, run_id(config))
+        finished = None if rerun else find_finished_run(out, run_id(resolve_settings(config)))
         if finished is not None:
             done[i] = finished
         else:

@@ -25,6 +25,7 @@ eval_every = 3
 record_every = 2
 flush_every = 4
 device = "cpu"
+threads = 1  # the thread count is part of a CPU run's identity: the same here and in Ray tasks
 [grid]
 model = ["mlp2:width=8", "mlp3:width=8"]
 lr = [0.1, 0.02]
