@@ -46,8 +46,8 @@ class RunSummary:
     steps_done: int | None
     wall_time_s: float | None
     decades_per_layer: dict[str, float] = field(default_factory=dict)  # phase -> dL/dh fit
-    upper_cos: dict[str, float] = field(default_factory=dict)  # phase -> forward batch cosine
-    class_cos_init: float = float("nan")  # same-class dL/dh cosine of the upper layers at init
+    class_cos: dict[str, float] = field(default_factory=dict)  # phase -> same-class dL/dh cosine, upper layers
+    batch_cos: dict[str, float] = field(default_factory=dict)  # phase -> forward batch cosine, upper layers
     nonfinite_first: dict[str, Any] | None = None
     reused: bool | None = None  # set by the caller that trained or reused it
     group: str = ""  # runs with equal settings but the seed are pooled under this key
@@ -110,9 +110,9 @@ def summarize(run: Any) -> RunSummary:
         summary.decades_per_layer[row.phase] = float(row.decades_per_layer)
     for f in findings:
         if f["signal"] == FORWARD_METRIC:
-            summary.upper_cos[f["phase"]] = f["value"]
+            summary.batch_cos[f["phase"]] = f["value"]
         elif f["signal"] == CLASS_METRIC:
-            summary.class_cos_init = f["value"]
+            summary.class_cos[f["phase"]] = f["value"]
     summary.verdict, summary.why = _run_verdict(meta, flow, findings)
     return summary
 
@@ -133,7 +133,7 @@ def _run_verdict(meta: dict[str, Any], flow: pd.DataFrame, findings: list[dict[s
     if len(flow):
         last = flow[flow["phase"] == flow["phase"].iloc[-1]].iloc[0]
         candidates.append((str(last["verdict"]), f"{last['metric']} {last['phase']}: {last['evidence']}"))
-    late = [f for f in findings if f["signal"] == FORWARD_METRIC]
+    late = [f for f in findings if f["signal"] == CLASS_METRIC]
     if late:
         f = late[-1]
         candidates.append((f["verdict"], finding_words(f)))
@@ -246,23 +246,23 @@ def _why(first: RunSummary, second: RunSummary) -> str:
         named = [f"{s.name}'s gradient is {s.verdict}" for s in (second, first) if s.verdict in flow]
         healthy = [f"{s.name}'s is {s.verdict}" for s in (second, first) if s.verdict not in flow]
         return f"{'; '.join(named + healthy)}: {norms}."
-    cos_first = first.upper_cos.get("late", float("nan"))
-    cos_second = second.upper_cos.get("late", float("nan"))
+    phase = "late" if "late" in first.class_cos and "late" in second.class_cos else None
     collapse = ""
-    if np.isfinite(cos_first) and np.isfinite(cos_second):
-        collapse = (f"upper-layer outputs have batch cosine {cos_second:.2f} in {second.name} vs "
-                    f"{cos_first:.2f} in {first.name} late")
+    if phase is not None:
+        collapse = (f"same-class dL/dh cosine of the upper layers {second.class_cos[phase]:.2f} in "
+                    f"{second.name} vs {first.class_cos[phase]:.2f} in {first.name} late")
         collapsed = [s for s in (second, first) if s.verdict == "collapsed"]
         if len(collapsed) == 1:
             bad = collapsed[0]
             good = first if bad is second else second
-            shatter = ""
-            if np.isfinite(bad.class_cos_init) and np.isfinite(good.class_cos_init):
-                shatter = (f"; at init its backward signal had already lost more of the class structure "
-                           f"(same-class dL/dh cosine {bad.class_cos_init:.3f} vs {good.class_cos_init:.3f})")
+            init = ""
+            if "init" in bad.class_cos and "init" in good.class_cos:
+                init = (f"; at init it was {bad.class_cos['init']:.3f} vs {good.class_cos['init']:.3f}")
             return (f"The gradient norms do not explain it ({norms}); the representation does: "
-                    f"{bad.name} collapsed, every input gives nearly the same output ({collapse}){shatter}.")
-    tail = f"; {collapse}" if collapse else "; record with --metrics all to measure representation collapse"
+                    f"{bad.name} collapsed: its upper layers no longer depend on the input, so every "
+                    f"example of a class gets nearly the same gradient ({collapse}{init}).")
+    tail = (f"; {collapse}" if collapse
+            else "; record with --metrics all to measure representation collapse")
     return f"By the gradient norms the two look alike ({norms}){tail}."
 
 

@@ -261,6 +261,8 @@ def window_profile(matrix: LayerMatrix, window: slice) -> tuple[np.ndarray, np.n
 _WEIGHT_TYPE = re.compile(r"conv|linear", re.IGNORECASE)
 _NORM_TYPE = re.compile(r"norm", re.IGNORECASE)
 _SATURATING_TYPE = re.compile(r"sigmoid|tanh|hardtanh|softsign", re.IGNORECASE)
+# attention modules: torch's MultiheadAttention, Hugging Face's GPT2Attention, BertSelfAttention, ...
+_ATTENTION_TYPE = re.compile(r"attention", re.IGNORECASE)
 
 
 def _meta_layers(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -324,9 +326,14 @@ def model_traits(meta: dict[str, Any]) -> dict[str, Any]:
         traits["saturating"] = traits["act"] in ("sigmoid", "tanh")
         traits["residual"] = family != "plain" and family != "mlp"
     types = [str(e.get("type")) for e in _meta_layers(meta) if e.get("type")]
+    types += [str(t) for t in (meta.get("module_types") or {})]  # recorder runs: every module's type
     if types:
-        traits["normalised"] = any(_NORM_TYPE.search(t) for t in types)
+        traits["normalised"] = any(_NORM_TYPE.search(t) for t in types)  # LayerNorm and RMSNorm too
         traits["saturating"] = any(_SATURATING_TYPE.search(t) for t in types)
+        if any(_ATTENTION_TYPE.search(t) for t in types):
+            # a transformer: its blocks add each sublayer to a residual stream
+            traits["residual"] = True
+            traits["attention"] = True
     return traits
 
 
@@ -717,6 +724,11 @@ def _suggest(row: dict[str, Any], traits: dict[str, Any], meta: dict[str, Any],
             items.append("lower the learning rate or use He initialisation")
             whys.append(f"{dead:.0%} of ReLU units are dead (0 for every example of the batch), "
                         "which cuts their gradient")
+        if not items and traits.get("attention"):
+            items.append("normalise the input of each sublayer (pre-LayerNorm), warm the learning rate up, "
+                         "or initialise the residual branches' output projections smaller")
+            whys.append("a transformer already has a residual stream and LayerNorm; what keeps its backward "
+                        "signal is where the norms sit and how large the branches start")
         if not items:
             items.append("add residual connections or BatchNorm")
             whys.append("both keep the backward signal's scale from layer to layer")

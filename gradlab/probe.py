@@ -47,18 +47,25 @@ def probe(
     data: str = "synthetic",
     data_dir: str | None = None,
 ) -> list[ProbeResult]:
-    """Probe each model spec on one batch of ``data`` at initialisation."""
+    """Probe each model on one batch of ``data`` at initialisation.
+
+    A model is a zoo spec (``resnet56``, ``mlp30:act=sigmoid``), a torchvision name
+    (``tv:resnet50``) or a user's factory (``package.module:function``, see gradlab.factory).
+    """
     from gradlab.data import load_data
     from gradlab.diagnose import diagnose_run
     from gradlab.models import build_model, parse_spec
     from gradlab.recorder import GradientRecorder
-    from gradlab.train import meanfield_prediction, resolve_device
+    from gradlab.train import resolve_device
 
     if not models:
         raise GradlabError("give at least one model spec, e.g. gradlab probe plain56:norm=none resnet56")
     if batch_size <= 0:
         raise GradlabError(f"batch size must be positive, got {batch_size}: pass e.g. --batch-size 64")
-    specs = [str(parse_spec(m)) for m in models]  # refuse bad specs before any work
+    from gradlab.factory import build_from_factory, is_factory_spec, probe_loss
+
+    # refuse bad specs before any work
+    specs = [m.strip() if is_factory_spec(m) else str(parse_spec(m)) for m in models]
     dev = resolve_device(device)
     from gradlab.data import data_shape
     from gradlab.preflight import check_model_fits
@@ -74,10 +81,21 @@ def probe(
     results = []
     for spec in specs:
         torch.manual_seed(seed)
-        model = build_model(spec, num_classes=bundle.num_classes, in_channels=bundle.input_size[0]).to(dev)
+        inputs, targets = x, y
+        if is_factory_spec(spec):
+            built = build_from_factory(spec, num_classes=bundle.num_classes, in_channels=bundle.input_size[0])
+            model = built.model.to(dev)
+            if built.has_batch:
+                inputs = ({k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in built.inputs.items()}
+                          if isinstance(built.inputs, dict) else built.inputs.to(dev))
+                targets = None if built.targets is None else built.targets.to(dev)
+        else:
+            model = build_model(spec, num_classes=bundle.num_classes, in_channels=bundle.input_size[0]).to(dev)
         model.train()
         with GradientRecorder(model, metrics="all") as rec:
-            loss = nn.functional.cross_entropy(model(x).float(), y)
+            if isinstance(targets, torch.Tensor) and targets.dim() == 1:
+                rec.set_labels(targets)
+            loss = probe_loss(model, inputs, targets)
             loss.backward()
             rec.step()
             layers = rec.to_frame()
@@ -93,7 +111,7 @@ def probe(
                 "layers": rec.layer_table(),
                 "nonfinite_first": rec.nonfinite_first,
                 "num_params": sum(p.numel() for p in model.parameters()),
-                "meanfield": meanfield_prediction(model, tuple(bundle.input_size)),
+                "meanfield": _meanfield(spec, model, inputs is x, tuple(bundle.input_size)),
             }
         result = ProbeResult(spec, meta, layers, steps, pd.DataFrame())
         result.diagnosis = diagnose_run(result.run())
@@ -101,8 +119,24 @@ def probe(
     return results
 
 
+def _meanfield(spec: str, model: nn.Module, on_data: bool, input_size: tuple[int, ...]) -> Any:
+    """The mean-field prediction; for a user's model only on image data, and only if it traces."""
+    from gradlab.factory import is_factory_spec
+    from gradlab.train import meanfield_prediction
+
+    if not is_factory_spec(spec):
+        return meanfield_prediction(model, input_size)
+    if not on_data:
+        return None
+    try:
+        return meanfield_prediction(model, input_size)
+    except Exception:  # noqa: BLE001 - the theory is an extra; a model it cannot read has none
+        return None
+
+
 def format_probe(results: list[ProbeResult], max_rows: int = 200) -> str:
     """The printed form: per-layer norms, first-to-last ratios and the diagnosis."""
+    from gradlab.collapse import finding_words, similarity_findings
     from gradlab.diagnose import format_diagnosis
 
     blocks = []
@@ -121,6 +155,7 @@ def format_probe(results: list[ProbeResult], max_rows: int = 200) -> str:
         if len(order) > max_rows:
             lines.append(f"  ... {len(order) - max_rows} more layers")
         lines.append(format_diagnosis(r.diagnosis))
+        lines.extend(f"  {finding_words(f)}" for f in similarity_findings(r.run()))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

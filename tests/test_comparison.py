@@ -23,10 +23,10 @@ def make_run(name: str, *, acc: float, loss: float, upper_cos: float, class_cos:
         for d in range(N_LAYERS):
             layer = f"conv{d}"
             rows.append((s, layer, d, "act_grad_norm", 10.0 ** (-decay * (N_LAYERS - 1 - d))))
-            cos = upper_cos if (s > 0 and d >= N_LAYERS // 2) else 0.4
-            rows.append((s, layer, d, "act_cos", cos))
-            if s == 0:
-                rows.append((s, layer, d, "act_grad_cos_class", class_cos))
+            # upper_cos: the same-class dL/dh cosine of the upper half after init
+            cos = upper_cos if (s > 0 and d >= N_LAYERS // 2) else class_cos
+            rows.append((s, layer, d, "act_grad_cos_class", cos))
+            rows.append((s, layer, d, "act_cos", 0.9))
     layers = pd.DataFrame(rows, columns=["step", "layer", "depth", "metric", "value"])
     steps = [(s, "loss", loss) for s in range(100)] + [(99, "eval_acc", acc)]
     spec = {"model": name, "seed": seed, "lr": 1e-3}
@@ -39,32 +39,41 @@ def make_run(name: str, *, acc: float, loss: float, upper_cos: float, class_cos:
 
 def test_collapse_finding_takes_the_median_of_the_upper_weight_layers():
     run = make_run("plain34", acc=0.1, loss=2.3, upper_cos=0.98)
-    late = [f for f in similarity_findings(run) if f["signal"] == "act_cos" and f["phase"] == "late"]
+    late = [f for f in similarity_findings(run) if f["signal"] == "act_grad_cos_class" and f["phase"] == "late"]
     assert len(late) == 1
     # Upper half by position, without the output layer: conv5..conv8, all at 0.98.
     assert late[0]["value"] == pytest.approx(0.98)
     assert late[0]["n_layers"] == 4
     assert late[0]["verdict"] == "collapsed"
-    assert late[0]["margin"] == pytest.approx(0.98 - 0.9)
+    assert late[0]["margin"] == pytest.approx(0.98 - 0.7)
 
 
-@pytest.mark.parametrize("cos, verdict", [(0.93, "borderline"), (0.87, "borderline"), (0.6, "healthy")])
+@pytest.mark.parametrize("cos, verdict", [(0.79, "borderline"), (0.61, "borderline"), (0.59, "healthy"),
+                                          (0.81, "collapsed")])
 def test_collapse_near_its_threshold_is_borderline(cos, verdict):
     run = make_run("x", acc=0.1, loss=2.3, upper_cos=cos)
-    late = [f for f in similarity_findings(run) if f["signal"] == "act_cos" and f["phase"] == "late"]
+    late = [f for f in similarity_findings(run) if f["signal"] == "act_grad_cos_class" and f["phase"] == "late"]
     assert late[0]["verdict"] == verdict
 
 
+@pytest.mark.parametrize("cos, verdict", [(0.0, "shattered"), (0.05, "borderline"), (0.22, "healthy"),
+                                          (1.0, "collapsed")])
+def test_shattered_and_collapsed_at_init(cos, verdict):
+    run = make_run("x", acc=0.1, loss=2.3, upper_cos=0.3, class_cos=cos)
+    init = [f for f in similarity_findings(run) if f["signal"] == "act_grad_cos_class" and f["phase"] == "init"]
+    assert init[0]["verdict"] == verdict
+
+
 def test_headline_names_the_better_run_and_the_collapse_with_numbers():
-    good = make_run("resnet34", acc=0.506, loss=1.42, upper_cos=0.55, class_cos=0.035)
-    bad = make_run("plain34", acc=0.105, loss=2.30, upper_cos=0.98, class_cos=-0.004)
+    good = make_run("resnet34", acc=0.506, loss=1.42, upper_cos=0.34, class_cos=0.035)
+    bad = make_run("plain34", acc=0.105, loss=2.30, upper_cos=0.93, class_cos=-0.004)
     c = compare_runs([bad, good], reused=[False, True])
     assert c.better == "resnet34"
     assert c.headline.startswith("resnet34 trains better than plain34: held-out accuracy 0.51 vs 0.10; "
                                  "chance 0.10; final training loss 1.42 vs 2.30.")
     assert "plain34 collapsed" in c.headline
-    assert "batch cosine 0.98 in plain34 vs 0.55 in resnet34" in c.headline
-    assert "same-class dL/dh cosine -0.004 vs 0.035" in c.headline
+    assert "same-class dL/dh cosine of the upper layers 0.93 in plain34 vs 0.34 in resnet34 late" in c.headline
+    assert "at init it was -0.004 vs 0.035" in c.headline
     assert [s.verdict for s in c.runs] == ["collapsed", "healthy"]
     text = format_comparison(c)
     assert "plain34: collapsed, held-out acc 0.10, loss 2.30, 12 s (trained)" in text

@@ -132,6 +132,7 @@ def test_hugging_face_callback_records_the_unclipped_gradient_of_a_tiny_gpt2(tmp
         output_dir=str(tmp_path / "hf"), max_steps=3, per_device_train_batch_size=4,
         gradient_accumulation_steps=2, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
         max_grad_norm=1e-3, learning_rate=1e-3, disable_tqdm=True)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     callback = GradlabTrainerCallback(tmp_path / "run", every=1, metrics="all")
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback])
     trainer.train()
@@ -144,4 +145,51 @@ def test_hugging_face_callback_records_the_unclipped_gradient_of_a_tiny_gpt2(tmp
     names = [e["name"] for e in sorted(run.meta["layers"], key=lambda e: e["depth"])]
     assert names[:2] == ["transformer.wte", "transformer.wpe"] and names[-1] == "lm_head"
     assert names.index("transformer.h.0.attn.c_attn") < names.index("transformer.h.1.ln_1")
+    # inside the reentrant-checkpointed blocks too, every layer has its activation rows, once
+    acts = run.layers.query("metric == 'act_grad_norm' and step == 0")
+    assert set(acts.layer) == set(names) and len(acts) == len(names)
     assert not [h for m in model.modules() for h in m._forward_pre_hooks.values()]  # all removed
+
+
+@pytest.mark.slow
+def test_accelerate_wrapped_optimizer_records_once_per_accumulated_step():
+    accelerate = pytest.importorskip("accelerate")
+    from gradlab.recorder import GradientRecorder as Recorder
+
+    accelerator = accelerate.Accelerator(cpu=True, gradient_accumulation_steps=2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    ref = copy.deepcopy(model)
+    model, opt = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.0))
+    assert type(opt).__name__ == "AcceleratedOptimizer"  # the premise: the wrapper, not torch's
+    gen = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(4, 4, generator=gen), torch.randint(0, 3, (4,), generator=gen)) for _ in range(4)]
+    with Recorder(model, optimizer=opt) as rec:
+        for x, y in batches:
+            with accelerator.accumulate(model):
+                accelerator.backward(nn.functional.cross_entropy(model(x), y))
+                opt.step()
+                opt.zero_grad()
+    assert sorted(set(rec.to_frame().step)) == [0, 1]  # 4 micro-batches, 2 optimizer steps
+    for x, y in batches[:2]:  # Accelerate divides each micro-batch's loss by 2
+        (nn.functional.cross_entropy(ref(x), y) / 2).backward()
+    want = float(torch.linalg.vector_norm(torch.cat([p.grad.flatten().double() for p in ref.parameters()])))
+    got = rec.step_frame().query("step == 0 and metric == 'total_grad_norm'")["value"].item()
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_run_sink_keeps_what_was_flushed_when_training_dies(tmp_path):
+    from gradlab.integrations import RunSink
+
+    model = _sigmoid_mlp(depth=2)
+    with GradientRecorder(model, every=1) as rec:
+        with pytest.raises(RuntimeError, match="boom"):
+            with RunSink(rec, tmp_path / "run") as sink:
+                _train(model, rec, steps=3)
+                sink.flush()
+                _train(model, rec, steps=2)  # not flushed by hand: the failed close() writes them
+                raise RuntimeError("boom")
+    run = load_run(tmp_path / "run")
+    assert run.status == "failed" and "boom" in run.meta["error"]
+    assert sorted(set(run.layers.step)) == [0, 1, 2, 3, 4]  # close() flushes what was left
+    assert run.meta["steps_done"] == 5

@@ -126,3 +126,30 @@ def test_only_rank0_keeps_records(spawned, kind):
     frame, steps, held, _ = spawned[kind, 1]
     assert frame.empty and steps.empty and held == 0
     assert spawned[kind, 0][2] > 0
+
+
+def test_rank0_batch_cosines_are_the_mean_over_pairs_within_each_rank(spawned):
+    # What DDP reduces for act_cos / act_grad_cos: each rank's pair sums and pair counts, so the
+    # value is the mean over pairs inside one rank's rows, never across ranks. Step 0 (the
+    # weights are still the initial ones), against the float64 cosine matrix of each half.
+    from test_recorder_support import pairwise_cosine
+
+    got = spawned["ddp", 0][0]
+    got = got[got.step == 0].set_index(["layer", "metric"])["value"]
+    model = _model()
+    x, y = _data()[0]
+    outs = []
+    h = x
+    for m in model:
+        h = m(h)
+        h.retain_grad()
+        outs.append(h)
+    nn.functional.cross_entropy(h, y).backward()
+    half = BATCH // WORLD
+    for i, out in enumerate(outs):
+        f, g = out.detach().double(), out.grad.double()
+        want_f = pairwise_cosine([f[:half], f[half:]])
+        want_g = pairwise_cosine([g[:half], g[half:]])
+        assert got[(str(i), "act_cos")] == pytest.approx(want_f, abs=1e-6)
+        assert got[(str(i), "act_grad_cos")] == pytest.approx(want_g, abs=1e-6)
+        assert got[(str(i), "act_cos")] != pytest.approx(pairwise_cosine([f]), abs=1e-4)  # not all pairs

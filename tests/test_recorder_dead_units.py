@@ -79,3 +79,14 @@ def test_old_runs_act_dead_frac_is_read_as_the_zero_fraction():
     # a run that has dead units is a new run: its names stay as they are
     new = pd.DataFrame({"metric": pd.Categorical(["act_dead_frac", "act_dead_units"])})
     assert rename_legacy_metrics(new)["metric"].tolist() == ["act_dead_frac", "act_dead_units"]
+
+
+def test_load_run_reads_a_stored_old_run_act_dead_frac_as_act_zero_frac(tmp_path):
+    from gradlab.store import RunWriter, load_run
+
+    rows = pd.DataFrame({"step": [0, 0], "layer": ["1", "1"], "depth": [1, 1],
+                         "metric": ["act_dead_frac", "act_mean"], "value": [0.49, 0.2]})
+    with RunWriter(tmp_path / "old", {"model": "mlp3"}) as writer:
+        writer.append_layers(rows)
+    metrics = set(load_run(tmp_path / "old").layers.metric)
+    assert metrics == {"act_zero_frac", "act_mean"}

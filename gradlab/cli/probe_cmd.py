@@ -29,6 +29,7 @@ def probe(models: tuple[str, ...], batch_size: int, seed: int, device: str, data
       gradlab probe plain56:norm=none resnet56
       gradlab probe mlp30:act=sigmoid,norm=none mlp30:norm=none --html probe.html
       gradlab probe tv:resnet50
+      gradlab probe mypkg.models:make_net    (your own factory; see gradlab.factory)
     """
     from gradlab.probe import format_probe, probe as run_probe, write_probe_report
 

@@ -127,6 +127,7 @@ class GradientRecorder:
         self._want_params = bool(set(self.metrics) & PARAM_METRICS)
         self._watch: FiniteWatch | None = None  # every step's finiteness, made at the first step
         self._checked_step = -1  # the step whose finiteness was already checked (scaler's unscale_)
+        self._recorded_step = -1  # the last step recorded
         self._skip_first: dict[str, Any] | None = None  # first step the GradScaler skipped
         self._want_acts = bool(set(self.metrics) & ACTIVATION_METRICS)
         self._layout()
@@ -241,22 +242,27 @@ class GradientRecorder:
         """Refuses a second step() without a backward in between: it would record the same
         gradients as another step. Seen from the gradients themselves (a new tensor, or one
         accumulated into in place), so it costs one pass over the parameter list."""
-        if not self._ready:
-            return
-        grads = [p.grad for p in self._all_params]
         last = self._last_grads
-        if last is not None and len(last) == len(grads) and any(g is not None for g in grads) and all(
-            (g is None and ref is None) or (g is not None and ref is not None and ref() is g and v == g._version)
-            for g, (ref, v) in zip(grads, last)
-        ):
+        if not self._ready or last is None:
+            return
+        for p, (ref, version) in zip(self._all_params, last):
+            g = p.grad
+            if g is None:
+                if ref is not None:
+                    return
+            elif ref is None or ref() is not g or g._version != version:
+                return  # a new gradient, or one accumulated into in place: a backward ran
+        if any(ref is not None for ref, _ in last):
             raise GradlabError(
                 "step() was called again without a backward() since the last step: call rec.step() "
                 "once per optimizer step, after loss.backward()"
             )
 
     def _note_grads(self) -> None:
-        self._last_grads = [(None, 0) if p.grad is None else (weakref.ref(p.grad), p.grad._version)
-                            for p in self._all_params]
+        # Weak references, not ids: an id can be reused once a gradient is freed. The first
+        # parameter with a changed gradient ends the check, so it costs little in a normal loop.
+        self._last_grads = [(None, 0) if g is None else (weakref.ref(g), g._version)
+                            for g in (p.grad for p in self._all_params)]
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
         if self._removed:
@@ -302,6 +308,7 @@ class GradientRecorder:
             self._finalise()
         recorded = self._next
         if recorded:
+            self._recorded_step = s
             self._record(s)
         else:
             self._tap.discard()
@@ -320,6 +327,8 @@ class GradientRecorder:
         if self._watch is None or self._checked_step == step:
             return
         self._checked_step = step
+        if step == self._recorded_step and GRAD_NORM in self.metrics:
+            return  # its grad_norm rows are scanned on the host: no device work needed
         found = last if last is not None else ps.layer_grad_norms()
         if found is not None:
             with torch.no_grad():

@@ -11,8 +11,8 @@ Three kinds of report get three kinds of headline:
 - one run: its held-out accuracy, final loss and verdict.
 
 Comparisons and single runs lead with the dL/dh profile per weight layer at init and late
-(all runs on shared axes), the batch cosine of the layer outputs where it was recorded (what
-shows a collapsed representation that the norms miss), and the loss and accuracy curves.
+(all runs on shared axes), the same-class dL/dh cosine where it was recorded (what shows a
+collapsed representation that the norms miss), and the loss and accuracy curves.
 """
 
 from __future__ import annotations
@@ -79,14 +79,16 @@ def lead_sections(views: Sequence[RunView], keep: Keep | None) -> list[Section]:
             intro="Each run's norm against its position in the network (input on the left), on "
                   "shared axes. A line falling toward the left is a gradient that vanishes "
                   "before it reaches the input."))
-    if any("act_cos" in v.matrices for v in views):
+    if any("act_grad_cos_class" in v.matrices for v in views):
         out.append(profile_section(
-            views, [("act_cos", "batch cosine of the layer outputs")], key="headline-collapse",
-            phases=("init", "late"), keep=keep, log_y={"act_cos": False},
-            title="Does each layer still depend on its input? Batch cosine per layer, at init and late",
-            intro="The mean cosine between the outputs of different examples of a batch. Near 1, "
-                  "every input gives nearly the same output: the representation has collapsed, "
-                  "however healthy the gradient norms look."))
+            views, [("act_grad_cos_class", "same-class dL/dh cosine")], key="headline-collapse",
+            phases=("init", "late"), keep=keep, log_y={"act_grad_cos_class": False},
+            title="Does each layer still depend on its input? Same-class gradient cosine per layer",
+            intro="The mean cosine of dL/dh between examples of the same class. Near 1, every "
+                  "example of a class gets the same gradient: the layers above no longer depend "
+                  "on the input (a collapsed representation), however healthy the gradient norms "
+                  "look. Near 0 at init, the class structure of the backward signal is lost "
+                  "(shattered gradients)."))
     out.append(training_section(views))
     return out
 
