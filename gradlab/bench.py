@@ -362,6 +362,11 @@ class _Bench:
         if config.input_size is not None:
             height = width = config.input_size
         self.input_shape = (config.batch_size, channels, height, width)
+        from gradlab.preflight import check_model_fits
+
+        # Before anything is allocated: a model too large is one line with its size.
+        check_model_fits(config.spec, config.batch_size, (channels, height, width),
+                         config.num_classes, self.device.type)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         self.loss_fn = nn.CrossEntropyLoss()
         self._build_model = lambda: build_model(config.spec, num_classes=config.num_classes)

@@ -91,9 +91,10 @@ class TrainConfig:
         if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise GradlabError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed!r}: "
                                "pass e.g. --seed 0")
-        _number("lr", self.lr, "--lr 0.1", low=0.0, high=1e6)
+        # No upper bound on rates: a huge one is how an explosion is studied on purpose.
+        _number("lr", self.lr, "--lr 0.1", low=0.0, high=math.inf)
         _number("momentum", self.momentum, "--momentum 0.9", low=0.0, high=1.0, closed=True)
-        _number("weight_decay", self.weight_decay, "--weight-decay 1e-4", low=0.0, high=1e6,
+        _number("weight_decay", self.weight_decay, "--weight-decay 1e-4", low=0.0, high=math.inf,
                 closed=True)
         for name in ("model", "data", "optimizer", "schedule", "device", "amp", "clip",
                      "on_nonfinite", "metrics"):
@@ -161,7 +162,10 @@ def _number(name: str, value: float, example: str, *, low: float, high: float,
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (low <= value if closed else low < value) and value <= high
     if not ok:
-        bounds = f"{'[' if closed else '('}{low:g}, {high:g}]"
+        bounds = f"{'[' if closed else '('}{low:g}, {high:g}{']' if math.isfinite(high) else ')'}"
+        if not math.isfinite(high):
+            bounds = ("a finite number >= " if closed else "a finite number > ") + f"{low:g}"
+            raise GradlabError(f"{name} must be {bounds}, got {_short(value)}: pass e.g. {example}")
         raise GradlabError(f"{name} must be a number in {bounds}, got {_short(value)}: pass e.g. "
                            f"{example}")
 

@@ -37,16 +37,15 @@ from ``data_dir`` in their usual layout (``cifar-10-batches-py/``, ``cifar-100-p
 ``MNIST/raw/``, ``FashionMNIST/raw/``), normalised with each dataset's per-channel mean and
 standard deviation over its training images. The held-out split is the official test split.
 ``augment=True`` adds the ResNet paper's CIFAR augmentation to the training split: pad 4 pixels
-(with black), take a random 32x32 crop, flip horizontally with probability 1/2. Files are
-checked for presence, not for torchvision's checksums, so a dataset stored in the same format
-(a subset, a re-encoding) loads as well.
+(with black), take a random 32x32 crop, flip horizontally with probability 1/2. CIFAR files
+are pickles, and unpickling a crafted file runs code: each one is compared with the MD5 that
+torchvision publishes for it before anything is unpickled, and a file that differs is refused.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -71,12 +71,13 @@ class Experiment:
 
 def load_experiment(
     path: str | Path, profile: str = DEFAULT_PROFILE, overrides: dict[str, Any] | None = None,
-    *, limit: int | None = None, max_points: int = MAX_GRID_POINTS,
+    *, limit: int | None = None, max_points: int = MAX_GRID_POINTS, check: bool = True,
 ) -> Experiment:
     """Parse and fully validate an experiment file for one profile.
 
     Only the first ``limit`` grid points are built (all of them without a limit); more than
-    ``max_points`` of them is refused before any is built.
+    ``max_points`` of them is refused before any is built. ``check=False`` skips what needs
+    torch (model specs, memory, devices): enough to know each point's run id.
     """
     path = Path(path)
     if not path.is_file():
@@ -138,7 +139,7 @@ def load_experiment(
             "profile": profile,
             "grid": {k: v for k, v in zip(keys, point)},
         }
-        configs.append(_config(values, where))
+        configs.append(_config(values, where, check))
     if not configs:
         raise GradlabError(f"{where}: the experiment defines no runs; add [grid] model = [...]")
     return Experiment(name=name, description=str(doc.get("description", "")), profile=profile,
@@ -157,27 +158,127 @@ def run_experiment(
     overrides: dict[str, Any] | None = None,
     plotlyjs: str = "embed",
     max_points: int = MAX_GRID_POINTS,
-) -> tuple[Path, list[Path]]:
+    shard: tuple[int, int] | None = None,
+    report_only: bool = False,
+    launcher: str = "serial",
+    address: str | None = None,
+    workers: int | None = None,
+    cpus_per_point: float = 1,
+    gpus_per_point: float = 0,
+    progress: Any = None,
+) -> tuple[Path | None, list[Path]]:
     """Run every point of an experiment (or the first ``limit``) and write its report.
 
     Every point that will run, the output directory and the report path are checked before
-    the first point starts.
+    the first point starts. ``shard=(K, N)`` runs the K-th of N deterministic parts of the
+    grid and writes no report (returns ``None`` for it); ``report_only`` trains nothing and
+    builds the report from the finished runs in ``out``; ``launcher="ray"`` trains the points
+    as Ray tasks (see :mod:`gradlab.launch`).
     """
+    from gradlab.launch import shard_points
     from gradlab.preflight import check_output_dir, check_output_file
-    from gradlab.report import build_report
-    from gradlab.store import load_run
-    from gradlab.train import train
 
-    experiment = load_experiment(path, profile, overrides, limit=limit, max_points=max_points)
+    if launcher not in ("serial", "ray"):
+        raise GradlabError(f"--launcher must be serial or ray, got {launcher!r}")
+    if launcher == "ray":
+        from gradlab.launch import _import_ray
+
+        _import_ray()  # says how to install it before any other work
+    experiment = load_experiment(path, profile, overrides, limit=limit, max_points=max_points,
+                                 check=not report_only)
     slug = safe_slug(experiment.name, fallback="experiment")
     out = Path(out) if out is not None else Path("runs") / slug
-    check_output_dir(out, "--out")
-    check_output_file(report, "--report")
-    run_dirs = [train(config, out, rerun=rerun, quiet=quiet) for config in experiment.configs]
     report_path = Path(report) if report is not None else out / f"{slug}.html"
     title = f"{experiment.name} ({experiment.profile} profile)"
-    build_report([load_run(p) for p in run_dirs], report_path, title=title, plotlyjs=plotlyjs)
+    if report_only:
+        return _report_from_store(experiment, out, report_path, title, plotlyjs), []
+    check_output_dir(out, "--out")
+    if shard is None:
+        check_output_file(report_path, "--report")
+    configs = shard_points(experiment.configs, shard)
+    if launcher == "ray":
+        from gradlab.launch import run_with_ray
+
+        run_dirs, failures = run_with_ray(configs, out, address=address, workers=workers,
+                                          cpus=cpus_per_point, gpus=gpus_per_point, rerun=rerun,
+                                          progress=progress)
+        if failures:
+            first = failures[0]
+            raise GradlabError(
+                f"{len(failures)} of {len(configs)} grid points failed (first: {first.label()}: "
+                f"{first.error}); run the same command again to retry only the points without a "
+                "finished run"
+            )
+    else:
+        from gradlab.train import train
+
+        run_dirs = [train(config, out, rerun=rerun, quiet=quiet) for config in configs]
+    if shard is not None:
+        return None, run_dirs
+    _build(run_dirs, report_path, title, plotlyjs)
     return report_path, run_dirs
+
+
+def _build(run_dirs: list[Path], report_path: Path, title: str, plotlyjs: str) -> None:
+    from gradlab.report import build_report
+    from gradlab.store import load_run
+
+    build_report([load_run(p) for p in run_dirs], report_path, title=title, plotlyjs=plotlyjs)
+
+
+def _report_from_store(experiment: Experiment, out: Path, report_path: Path, title: str,
+                       plotlyjs: str) -> Path:
+    """The report of every grid point, from the finished runs in ``out`` (nothing trained)."""
+    points = grid_status(experiment, out)
+    missing = [p for p in points if p["status"] != "done"]
+    if missing:
+        raise GradlabError(
+            f"{len(missing)} of {len(points)} grid points have no finished run in {out} (first: "
+            f"{missing[0]['point']}, {missing[0]['status']}); run them first, or see which with "
+            f"`gradlab runs {out} --experiment {experiment.path}`"
+        )
+    _build([Path(p["path"]) for p in points], report_path, title, plotlyjs)
+    return report_path
+
+
+#: Settings a run fills in for the machine it ran on when the file leaves them out (the
+#: default training length, the CPU thread count): a stored run matches a grid point whatever
+#: they were, so points trained on other machines (shards, Ray workers) count.
+_MACHINE_SETTINGS = ("steps", "threads")
+
+
+def _matches(config: TrainConfig, spec: Any) -> bool:
+    if not isinstance(spec, dict):
+        return False
+    for key, value in config.to_dict().items():
+        if value is None and key in _MACHINE_SETTINGS:
+            continue
+        if spec.get(key) != value:
+            return False
+    return True
+
+
+def grid_status(experiment: Experiment, out: str | Path) -> list[dict[str, Any]]:
+    """Each grid point of ``experiment`` with its state in the store at ``out``: ``done`` (a
+    finished run), ``running``, ``failed`` (failed or stopped) or ``missing``, and its run
+    directory (the best one for that point) or ``None``. A stored run belongs to a point when
+    its recorded settings are the point's (see :data:`_MACHINE_SETTINGS`). Torch-free."""
+    from gradlab.store import find_runs
+
+    stored = [e for e in find_runs(out) if e.error is None]
+    rank = {"finished": 3, "running": 2, "failed": 1, "stopped": 1}
+    points = []
+    for config in experiment.configs:
+        entries = [e for e in stored if _matches(config, e.meta.get("spec"))]
+        best = max(entries, key=lambda e: (rank.get(e.status, 0), str(e.meta.get("started_at"))),
+                   default=None)
+        status = "missing" if best is None else {"finished": "done", "running": "running"}.get(
+            best.status, "failed")
+        grid = config.extra.get("grid") or {"model": config.model}
+        points.append({"point": ", ".join(f"{k}={v}" for k, v in grid.items()), "status": status,
+                       "path": str(best.path) if best is not None else None,
+                       "run_id": best.run_id if best is not None else None})
+    return points
 
 
 def _layered(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +300,7 @@ def _table(doc: dict, key: str, where: str) -> dict:
     return value
 
 
-def _config(values: dict[str, Any], where: str) -> TrainConfig:
+def _config(values: dict[str, Any], where: str, check: bool = True) -> TrainConfig:
     """Build and check one run's settings: types, choices, model spec, clipping, schedule."""
     from gradlab.preflight import check_run
 
@@ -209,7 +310,7 @@ def _config(values: dict[str, Any], where: str) -> TrainConfig:
         default = f.default if f.default is not dataclasses.MISSING else None
         _check_type(f.name, value, default, where)
     try:
-        check_run(config)
+        check_run(config) if check else config.validate()
     except GradlabError as exc:
         point = values.get("extra", {}).get("grid") or {}
         at = f" (grid point {', '.join(f'{k}={v!r}' for k, v in point.items())})" if point else ""
@@ -228,3 +329,21 @@ def _check_type(name: str, value: Any, default: Any, where: str) -> None:
         raise GradlabError(
             f"{where}: {name!r} must be {expected.__name__}, got {value!r} ({type(value).__name__})"
         )
+
+
+def format_grid_status(points: list[dict[str, Any]], fmt: str = "table") -> str:
+    """:func:`grid_status` as an aligned table with a count per state, or as JSON."""
+    import json
+
+    from gradlab.errors import terminal_safe
+
+    if fmt == "json":
+        return json.dumps(points, indent=2)
+    counts = {state: sum(p["status"] == state for p in points)
+              for state in ("done", "running", "failed", "missing")}
+    rows = [("STATUS", "POINT", "RUN")] + [
+        (p["status"], terminal_safe(p["point"]), terminal_safe(p["path"] or "-")) for p in points]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append(", ".join(f"{n} {state}" for state, n in counts.items()) + f" of {len(points)} points")
+    return "\n".join(lines)

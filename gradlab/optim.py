@@ -109,6 +109,11 @@ def make_scheduler(
 
 def _number(text: str, schedule: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise GradlabError(f"bad factor in schedule {schedule!r}: write e.g. step:100,200@0.1") from None
+        value = float("nan")
+    # A factor <= 0 would make the learning rate zero or negative after the first milestone.
+    if not (math.isfinite(value) and value > 0):
+        raise GradlabError(f"bad factor in schedule {schedule!r}: write a positive number, e.g. "
+                           "step:100,200@0.1")
+    return value

@@ -67,7 +67,38 @@ def check_memory(config: TrainConfig, device_type: str = "cpu") -> None:
     need = estimate_bytes(config)
     if need is None:
         return
-    model_bytes, data_bytes = need
+    _refuse_if_too_large(config.model, config.batch_size, *need, device_type,
+                         "use a smaller model or width, a smaller --batch-size, or a smaller "
+                         "--train-size")
+
+
+def check_model_fits(spec: str, batch_size: int, input_size: tuple[int, int, int],
+                     num_classes: int | None, device_type: str, optimizer: str | None = "sgd") -> None:
+    """Refuse a model that, trained at ``batch_size`` on inputs of ``input_size``, would not
+    fit in memory here (for commands that build a model outside a training run; ``optimizer``
+    None for a single backward pass, without optimizer state)."""
+    from gradlab.models import build_model
+
+    if num_classes is None:
+        import torch
+
+        try:
+            with torch.device("meta"):
+                num_classes = int(list(build_model(spec, in_channels=input_size[0]).parameters())[-1].shape[0])
+        except Exception:
+            return
+    counted = _model_elements(spec, num_classes, tuple(input_size), batch_size)
+    if counted is None:
+        return
+    params, activations = counted
+    state = 0 if optimizer is None else _OPTIMIZER_STATE.get(optimizer, 2)
+    model_bytes = _FLOAT_BYTES * (params * (2 + state) + 2 * activations)
+    _refuse_if_too_large(spec, batch_size, model_bytes, 0, device_type,
+                         "use a smaller model or width, or a smaller --batch-size")
+
+
+def _refuse_if_too_large(spec: str, batch_size: int, model_bytes: int, data_bytes: int,
+                         device_type: str, fix: str) -> None:
     if device_type == "cuda":
         checks = [(model_bytes, _cuda_free(), "the GPU"), (data_bytes, _host_available(), "this machine")]
     else:
@@ -75,10 +106,9 @@ def check_memory(config: TrainConfig, device_type: str = "cpu") -> None:
     for wanted, available, where in checks:
         if available is not None and wanted > available:
             raise GradlabError(
-                f"{config.model} at batch size {config.batch_size} needs about "
+                f"{spec} at batch size {batch_size} needs about "
                 f"{_gb(wanted)} (weights, gradients, optimizer state, activations and data); "
-                f"{where} has {_gb(available)} available: use a smaller model or width, a "
-                "smaller --batch-size, or a smaller --train-size"
+                f"{where} has {_gb(available)} available: {fix}"
             )
 
 
@@ -117,9 +147,7 @@ def _model_elements(spec: str, classes: int, input_size: tuple[int, ...],
     try:
         with torch.device("meta"):
             model = build_model(spec, num_classes=classes, in_channels=input_size[0])
-    except GradlabError:
-        raise
-    except Exception:  # a model that cannot be built without storage: not estimated
+    except Exception:  # not a zoo spec (a factory), or not buildable without storage
         return None
     params = sum(p.numel() for p in model.parameters())
     counted = [0]

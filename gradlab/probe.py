@@ -35,6 +35,9 @@ class ProbeResult:
         return Run(path=Path(self.spec), meta=self.meta, layers=self.layers, steps=self.steps)
 
 
+_KNOWN_DATA = ("synthetic", "cifar10", "cifar100", "mnist", "fashion-mnist")
+
+
 def probe(
     models: list[str],
     *,
@@ -64,6 +67,12 @@ def probe(
     # refuse bad specs before any work
     specs = [m.strip() if is_factory_spec(m) else str(parse_spec(m)) for m in models]
     dev = resolve_device(device)
+    from gradlab.data import data_shape
+    from gradlab.preflight import check_model_fits
+
+    input_size, classes, _ = data_shape(data) if data in _KNOWN_DATA else ((3, 32, 32), None, 0)
+    for spec in specs:  # a model too large for memory is refused before any is built
+        check_model_fits(spec, batch_size, input_size, classes, dev.type, optimizer=None)
     bundle = load_data(data, data_dir=data_dir, seed=seed, train_size=max(batch_size, 64) if data == "synthetic" else None)
     loader = torch.utils.data.DataLoader(bundle.train, batch_size=batch_size, shuffle=False)
     x, y = next(iter(loader))

@@ -861,7 +861,10 @@ class RunWriter:
         self._prepare_directory(overwrite)  # takes the lock before it looks at what is there
         try:
             for table in TABLES:
-                (self.path / table).mkdir(exist_ok=True)
+                try:
+                    (self.path / table).mkdir(exist_ok=True)
+                except OSError as exc:
+                    raise _write_failed(self.path / table, exc) from None
             self._started = time.monotonic()
             self.meta: dict[str, Any] = self._initial_meta(meta)
             _write_json_atomic(self.path / META_FILE, self.meta)

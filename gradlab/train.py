@@ -317,6 +317,11 @@ class _Trainer:
         first_bad: dict[str, Any] = {}
         batches = iter(self.train_loader)
         step = -1
+        complete = -1  # the last step whose rows are all there (its evaluation included)
+
+        def whole_steps(frame: pd.DataFrame) -> pd.DataFrame:
+            # Rows of a step that Ctrl-C cut short are dropped: a run keeps whole steps only.
+            return frame[frame["step"] <= complete] if len(frame) else frame
 
         def flush() -> None:
             if writer is None:
@@ -327,21 +332,23 @@ class _Trainer:
             # Ctrl-C waits for the flush to end, so the flush in the handler below finds
             # nothing pending twice; meta.json (steps_done) is written after the parts.
             with interrupts_deferred():
-                rows = list(host_rows)
+                rows = [row for row in host_rows if row[0] <= complete]
                 if pending:
                     values = torch.stack(pending).float().cpu().tolist()
                     for s, vals in zip(pending_steps, values):
-                        rows.extend((s, name, v) for name, v in zip(_STEP_FIELDS, vals))
+                        if s <= complete:
+                            rows.extend((s, name, v) for name, v in zip(_STEP_FIELDS, vals))
                 pending.clear(), pending_steps.clear(), host_rows.clear()
                 frame = pd.DataFrame(rows, columns=["step", "metric", "value"])
-                writer.append_steps(pd.concat([frame, recorder.pop_step_frame()], ignore_index=True))
-                writer.append_layers(recorder.pop_frame())
+                recorded = whole_steps(recorder.pop_step_frame())
+                writer.append_steps(pd.concat([frame, recorded], ignore_index=True))
+                writer.append_layers(whole_steps(recorder.pop_frame()))
                 writer.flush(
                     layers=recorder.layer_table(),
                     # the recorder's is exact at every step; the trainer's also sees a non-finite loss
                     nonfinite_first=min((f for f in (recorder.nonfinite_first, first_bad or None) if f),
                                         key=lambda f: f["step"], default=None),
-                    steps_done=step + 1,
+                    steps_done=complete + 1,
                     nonfinite_steps=counts["nonfinite"],
                     skipped_steps=counts["skipped"],
                     wall_time_s=round(time.time() - self.started, 3),
@@ -367,6 +374,7 @@ class _Trainer:
                                 f"non-finite loss or gradients at step {step}; the run stopped "
                                 "there with its records saved (on_nonfinite='skip' skips such steps)"
                             )
+                            complete = step
                             break
                         counts["skipped"] += 1
                         host_rows.append((step, "skipped", 1.0))
@@ -376,6 +384,7 @@ class _Trainer:
                     if (step + 1) % config.eval_every == 0 or last:
                         for name, value in self._evaluate().items():
                             host_rows.append((step, name, value))
+                    complete = step
                     if (step + 1) % config.flush_every == 0 or last or progress.due(1):
                         progress.set_postfix(self._postfix(pending), refresh=False)
                     if (step + 1) % config.flush_every == 0 or last:

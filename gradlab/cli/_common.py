@@ -32,5 +32,18 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except GradlabError as exc:
             fail(first_line(exc))
+        except (MemoryError, RuntimeError) as exc:
+            # The size checks estimate; an allocation can still fail (other processes, a
+            # model the estimate cannot build). That too is one line, not a traceback.
+            if not _out_of_memory(exc):
+                raise
+            fail(f"out of memory ({first_line(exc)}): use a smaller model or --batch-size")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text

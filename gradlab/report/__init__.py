@@ -15,7 +15,6 @@ first appeared.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,35 +90,29 @@ def _check_out(out: str | os.PathLike[str], *, create: bool = True) -> Path:
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise GradlabError(f"cannot write {path}: {existing} is not a writable directory; pass -o "
-                               "with a writable location")
+            raise GradlabError(f"cannot write {path}: {existing} is not a writable directory; choose a "
+                               "writable path for the report")
         return path
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GradlabError(f"cannot create the output directory {parent} ({exc.strerror or exc}); "
-                           "pass -o with a writable location") from None
+                           "choose a writable path for the report") from None
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise GradlabError(f"cannot write to {parent}; pass -o with a writable location")
+        raise GradlabError(f"cannot write to {parent}; choose a writable path for the report")
     return path
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``path`` whole or not at all, leaving no temporary file even when killed."""
+    from gradlab.atomic import write_text_atomic
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         if isinstance(exc, OSError):
-            raise GradlabError(f"cannot write {path} ({exc.strerror or exc}); pass -o with a "
-                               "writable location") from None
+            raise GradlabError(f"cannot write {path} ({exc.strerror or exc}); choose a writable "
+                               "path for the report") from None
         raise
 
 

@@ -34,7 +34,9 @@ def ptext(value: Any) -> str:
     name such as ``<b>x</b>`` show literally (plotly.js turns the entities back into
     characters when it draws the text).
     """
-    return html.escape(str(value), quote=False)
+    # "%{" would start a plotly hover-template field (a run named "%{x}" would show a step
+    # number); "&#37;" is drawn as "%" but is not a field.
+    return html.escape(str(value), quote=False).replace("%{", "&#37;{")
 
 
 def htext(value: Any) -> str:
