@@ -210,9 +210,14 @@ def run_experiment(
                 "finished run"
             )
     else:
-        from gradlab.train import train
+        from gradlab.train import train_run
 
-        run_dirs = [train(config, out, rerun=rerun, quiet=quiet) for config in configs]
+        outcomes = [train_run(config, out, rerun=rerun, quiet=quiet) for config in configs]
+        run_dirs = [o.path for o in outcomes]
+        reused = sum(o.reused for o in outcomes)
+        if reused and not quiet:
+            print(f"{reused} of {len(outcomes)} grid points reused a finished run with the same settings; "
+                  "pass --rerun to train them again", file=sys.stderr)
     if shard is not None:
         return None, run_dirs
     _build(run_dirs, report_path, title, plotlyjs)
