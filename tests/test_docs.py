@@ -98,3 +98,67 @@ def test_readme_recorder_example_runs(tmp_path, monkeypatch):
     run = load_run(tmp_path / "report-run")
     assert sorted(run.layers.step.unique()) == [0, 10]
     assert set(run.layers.layer.unique()) == {name for name, _ in model.named_children()}
+
+
+RECORDER_PAGE = DOCS / "pages" / "recorder.md"
+
+
+def _recorder_page_example(heading: str) -> str:
+    """The first Python block under ``### heading`` of the recorder page, as written there."""
+    code = re.search(rf"### {re.escape(heading)}\n.*?```python\n(.+?)```", RECORDER_PAGE.read_text(), re.S)
+    assert code, f"the recorder page has no example under '### {heading}'"
+    return code.group(1)
+
+
+@pytest.mark.slow  # 100 steps with every metric and a report: about 8 s on a shared 2-core CPU
+
+def test_recorder_page_loop_example_runs(tmp_path, monkeypatch):
+    # "In your loop", run as written: 100 steps recorded every 5th, a run directory beside the
+    # page, and the diagnosis the page promises (vanishing, use ReLU) for the sigmoid MLP.
+    from gradlab.diagnose import diagnose_run
+    from gradlab.store import load_run
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    names: dict = {}
+    exec(_recorder_page_example("In your loop"), names)
+    assert (tmp_path / "sigmoid-mlp.html").stat().st_size > 0
+    run = load_run(tmp_path / "sigmoid-mlp-run")
+    assert sorted(run.layers.step.unique()) == list(range(0, 100, 5))
+    assert set(run.layers.layer.unique()) == {name for name, _ in names["model"].named_children()}
+    assert "act_grad_cos_class" in set(run.layers.metric.unique())
+    verdicts = diagnose_run(run)
+    init = verdicts[(verdicts.metric == "grad_norm") & (verdicts.phase == "init")].iloc[0]
+    assert init.verdict == "vanishing"
+    assert "ReLU" in init.suggestion
+
+
+@pytest.mark.slow
+def test_recorder_page_lightning_example_runs(tmp_path, monkeypatch):
+    # 512 examples at batch 32 for 2 epochs: 32 optimizer steps, recorded every 2nd.
+    pytest.importorskip("lightning")
+    from gradlab.store import load_run
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    exec(_recorder_page_example("In Lightning"), {"__name__": "lightning_example"})
+    assert (tmp_path / "lightning-mlp.html").stat().st_size > 0
+    run = load_run(tmp_path / "runs" / "lightning-mlp")
+    assert sorted(run.layers.step.unique()) == list(range(0, 32, 2))
+    assert {"net.0", "net.1", "net.2"} <= set(run.layers.layer.unique())
+
+
+@pytest.mark.slow
+def test_recorder_page_hf_trainer_example_runs(tmp_path, monkeypatch):
+    # 40 optimizer steps of two accumulated micro-batches, recorded every 5th.
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from gradlab.store import load_run
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    exec(_recorder_page_example("In the Hugging Face Trainer"), {"__name__": "hf_example"})
+    assert (tmp_path / "gpt2-small.html").stat().st_size > 0
+    run = load_run(tmp_path / "runs" / "gpt2-small")
+    assert sorted(run.layers.step.unique()) == list(range(0, 40, 5))
+    assert any(name.startswith("transformer.h.3.") for name in run.layers.layer.unique())
