@@ -17,7 +17,8 @@ import argparse
 import copy
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -201,7 +201,7 @@ class ValueClipper(Clipper):
         if not grads:
             return ClipResult(_scalar(self.bound, norm), torch.zeros_like(norm), norm, norm)
         largest = torch.zeros_like(norm)
-        for (dev, _), group in _groups(grads).items():
+        for _key, group in _groups(grads).items():
             peaks = torch._foreach_norm(group, math.inf)  # max |element| per tensor
             largest = torch.maximum(largest, torch.stack(peaks).max().to(norm.device, norm.dtype))
             torch._foreach_clamp_min_(group, -self.bound)

@@ -20,7 +20,7 @@ class CompareResult:
     report: Path | None  # None on ranks other than 0 under torchrun
     run_dirs: list[Path]
     reused: list[bool]  # per run: a finished run was reused, nothing trained
-    comparison: "Comparison | None"
+    comparison: Comparison | None
 
     def summary(self) -> str:
         """The terminal's closing summary: a line per run, the verdict, where the report is."""
@@ -71,8 +71,6 @@ def compare_models(
 
     if len(models) < 1:
         raise GradlabError("give at least one model spec, e.g. gradlab compare plain34 resnet34")
-    from gradlab.preflight import check_output_dir, check_output_file, check_run
-
     for spec in models:  # refuse a bad spec before any training starts
         parse_spec(spec)
     configs = [dataclasses.replace(settings, model=spec) for spec in models]

@@ -15,8 +15,9 @@ with), one summary line per run, and the figures behind them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -177,7 +178,8 @@ def compare_runs(runs: Sequence[Any], *, min_acc_gap: float = 0.03, min_loss_gap
 
     Runs of the same model with different seeds are pooled (mean, with the spread across seeds
     stated). Held-out accuracies closer than ``min_acc_gap`` (or the seeds' spread) are level;
-    then a final training loss lower by ``min_loss_gap`` (relative) or more decides. ``reused`` marks which runs were reused rather than trained (for the summary lines).
+    then a final training loss lower by ``min_loss_gap`` (relative) or more decides.
+    ``reused`` marks which runs were reused rather than trained (for the summary lines).
     """
     summaries = [summarize(r) for r in runs]
     if reused is not None:

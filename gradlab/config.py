@@ -131,7 +131,7 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "settings") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], where: str = "settings") -> TrainConfig:
         """Build from a mapping, refusing unknown keys with the valid ones named."""
         known = set(cls.field_names())
         unknown = sorted(set(values) - known)

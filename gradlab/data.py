@@ -224,7 +224,8 @@ def _synthetic_chunk(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.
     phase = uniform(0, 2 * math.pi, n)
     cx, cy = uniform(9, 23, n), uniform(9, 23, n)
     width = uniform(5, 8, n)
-    along = (xx - cx.view(-1, 1, 1)) * angle.cos().view(-1, 1, 1) + (yy - cy.view(-1, 1, 1)) * angle.sin().view(-1, 1, 1)
+    along = ((xx - cx.view(-1, 1, 1)) * angle.cos().view(-1, 1, 1)
+             + (yy - cy.view(-1, 1, 1)) * angle.sin().view(-1, 1, 1))
     stripes = torch.sin(freq.view(-1, 1, 1) * along + phase.view(-1, 1, 1))
     r2 = (xx - cx.view(-1, 1, 1)) ** 2 + (yy - cy.view(-1, 1, 1)) ** 2
     window = torch.exp(-r2 / (2 * width.view(-1, 1, 1) ** 2))

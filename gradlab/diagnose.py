@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -703,7 +704,8 @@ def _suggest(row: dict[str, Any], traits: dict[str, Any], meta: dict[str, Any],
     if verdict == "vanishing":
         if traits.get("saturating") or (np.isfinite(sat) and sat >= t.saturated_frac):
             items.append("use ReLU instead of sigmoid/tanh (or add BatchNorm before them)")
-            why = "sigmoid's slope is at most 0.25, so each such layer shrinks the backward signal 4x (0.6 decades) or more"
+            why = ("sigmoid's slope is at most 0.25, so each such layer shrinks the backward signal 4x "
+                   "(0.6 decades) or more")
             if np.isfinite(sat):
                 why += f"; {sat:.0%} of units are saturated"
             whys.append(why)

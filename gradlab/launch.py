@@ -21,9 +21,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gradlab.config import TrainConfig
 from gradlab.errors import GradlabError, first_line

@@ -73,7 +73,8 @@ def probe(
     input_size, classes, _ = data_shape(data) if data in _KNOWN_DATA else ((3, 32, 32), None, 0)
     for spec in specs:  # a model too large for memory is refused before any is built
         check_model_fits(spec, batch_size, input_size, classes, dev.type, optimizer=None)
-    bundle = load_data(data, data_dir=data_dir, seed=seed, train_size=max(batch_size, 64) if data == "synthetic" else None)
+    bundle = load_data(data, data_dir=data_dir, seed=seed,
+                       train_size=max(batch_size, 64) if data == "synthetic" else None)
     loader = torch.utils.data.DataLoader(bundle.train, batch_size=batch_size, shuffle=False)
     x, y = next(iter(loader))
     x, y = x.to(dev), y.to(dev)

@@ -32,9 +32,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -230,7 +231,7 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_FILE
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import fcntl
 
         try:
@@ -795,7 +796,7 @@ def format_runs(summaries: list[dict[str, Any]], fmt: str = "table",
 # ---------------------------------------------------------------------------------------------
 def _categorical(column: pd.Series) -> pd.Categorical:
     if isinstance(column.dtype, pd.CategoricalDtype):
-        return column.array  # type: ignore[return-value]
+        return column.array
     return pd.Categorical(column.astype(str) if column.dtype == object else column)
 
 
@@ -1069,7 +1070,7 @@ class RunWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: Any) -> bool:
+                 tb: Any) -> Literal[False]:
         if exc_type is None:
             self.close("finished")
             return False

@@ -125,7 +125,8 @@ def agc_reference(weight: np.ndarray, grad: np.ndarray, lam: float, eps: float) 
     if weight.ndim <= 1:
         w_rows, g_rows = [weight.reshape(-1)], [out.reshape(-1)]
     else:
-        w_rows, g_rows = [weight[i].reshape(-1) for i in range(len(weight))], [out[i].reshape(-1) for i in range(len(out))]
+        w_rows = [weight[i].reshape(-1) for i in range(len(weight))]
+        g_rows = [out[i].reshape(-1) for i in range(len(out))]
     clipped = []
     for k, (w, g) in enumerate(zip(w_rows, g_rows)):
         limit = lam * max(np.sqrt((w.astype(np.float64) ** 2).sum()), eps)
@@ -331,7 +332,7 @@ def test_clip_makes_no_cuda_sync(spec):
     x = torch.randn(8, 2, 6, 6, device="cuda")
     clipper = parse_clip(spec)
     clipper.prepare(model)
-    for step in range(5):
+    for _ in range(5):
         model.zero_grad()
         model(x).square().mean().backward()
         torch.cuda.synchronize()

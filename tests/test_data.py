@@ -112,7 +112,8 @@ def _write_cifar(root, rng, hundred: bool, per_file: int = 4) -> dict:
             written[split].append((data, labels))
     with open(folder / meta[0], "wb") as fh:
         pickle.dump(meta[1], fh)
-    return {s: (np.concatenate([d for d, _ in parts]), sum((l for _, l in parts), [])) for s, parts in written.items()}
+    return {s: (np.concatenate([d for d, _ in parts]), sum((labels for _, labels in parts), []))
+            for s, parts in written.items()}
 
 
 def _publish_fixture_checksums(monkeypatch, root, hundred: bool) -> None:
@@ -235,8 +236,9 @@ def test_missing_files_name_the_directory_and_the_fix(tmp_path):
 
 
 def test_failed_download_is_a_one_line_error(tmp_path, monkeypatch):
-    import torchvision.datasets.cifar as cifar_module
     from urllib.error import URLError
+
+    import torchvision.datasets.cifar as cifar_module
 
     def offline(*args, **kwargs):
         raise URLError("network unreachable")

@@ -81,5 +81,6 @@ def test_explicit_length_is_kept():
 def test_bad_thread_counts_are_refused_in_one_line(bad):
     from gradlab.errors import GradlabError
 
-    with pytest.raises(GradlabError, match=r"threads must be a whole number from 1 to 4,096, got .*: pass e.g. --threads 2"):
+    with pytest.raises(GradlabError,
+                       match=r"threads must be a whole number from 1 to 4,096, got .*: pass e.g. --threads 2"):
         TrainConfig(model="resnet20", threads=bad).validate()

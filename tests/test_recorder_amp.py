@@ -7,10 +7,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from test_recorder_support import ALL_LAYER, ActCapture, assert_matches, expected_step, rows_at
 from torch import nn
 
 from gradlab.recorder import GradientRecorder
-from test_recorder_support import ALL_LAYER, ActCapture, assert_matches, expected_step, rows_at
 
 
 def _mlp() -> nn.Module:

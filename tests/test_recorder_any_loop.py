@@ -9,12 +9,12 @@ import math
 
 import pytest
 import torch
+from test_recorder_support import hooks_left, rows_at
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gradlab.errors import GradlabError
 from gradlab.recorder import GradientRecorder
-from test_recorder_support import hooks_left, rows_at
 
 
 def _mlp() -> nn.Module:
@@ -81,7 +81,7 @@ def test_step_with_a_closure_records_after_the_closure_backward(opt_name):
     batches = [(torch.randn(5, 4), torch.randint(0, 3, (5,))) for _ in range(3)]
     with GradientRecorder(model, optimizer=opt) as rec:
         for x, y in batches:
-            def closure():
+            def closure(x=x, y=y):
                 opt.zero_grad()
                 loss = nn.functional.cross_entropy(model(x), y)
                 loss.backward()
@@ -97,7 +97,7 @@ def test_step_with_a_closure_records_after_the_closure_backward(opt_name):
             torch.linalg.vector_norm(ref[0].bias.grad.double())))
         assert rows_at(frame, s)[("0", "grad_norm")] == pytest.approx(want, rel=1e-6)
 
-        def ref_closure():
+        def ref_closure(x=x, y=y):
             ref_opt.zero_grad()
             loss = nn.functional.cross_entropy(ref(x), y)
             loss.backward()

@@ -10,10 +10,10 @@ import warnings
 import pytest
 import torch
 import torch._dynamo as dynamo
+from test_recorder_support import np_allclose_frames
 from torch import nn
 
 from gradlab.recorder import GradientRecorder
-from test_recorder_support import np_allclose_frames
 
 
 def _model() -> nn.Module:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from test_recorder_support import rows_at
 from torch import nn
 
 from gradlab.legacy_metrics import rename_legacy_metrics
 from gradlab.recorder import GradientRecorder
-from test_recorder_support import rows_at
 
 DEAD = ["act_zero_frac", "act_dead_units", "act_dead_units_run"]
 

@@ -7,11 +7,11 @@ import copy
 import pytest
 import torch
 import torchvision
+from test_recorder_support import hooks_left
 from torch import nn
 
 from gradlab.errors import GradlabError
 from gradlab.recorder import GradientRecorder
-from test_recorder_support import hooks_left
 
 
 def _model() -> nn.Module:

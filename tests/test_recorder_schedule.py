@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
+from test_recorder_support import param_reference, rows_at
 from torch import nn
 
 from gradlab.recorder import GradientRecorder
-from test_recorder_support import param_reference, rows_at
 
 
 def _model() -> nn.Module:

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from test_recorder_support import pairwise_cosine, rows_at
 from torch import nn
 
 from gradlab.errors import GradlabError
 from gradlab.recorder import GradientRecorder
-from test_recorder_support import pairwise_cosine, rows_at
 
 COS = ["act_cos", "act_grad_cos", "act_grad_cos_class"]
 

@@ -9,9 +9,6 @@ import math
 import pytest
 import torch
 import torchvision
-from torch import nn
-
-from gradlab.recorder import GradientRecorder
 from test_recorder_support import (
     ALL_LAYER,
     ActCapture,
@@ -22,6 +19,9 @@ from test_recorder_support import (
     rows_at,
     total_reference,
 )
+from torch import nn
+
+from gradlab.recorder import GradientRecorder
 
 
 def _mlp() -> nn.Module:

@@ -416,7 +416,7 @@ def test_find_finished_run_picks_only_a_finished_run_with_that_id(tmp_path):
     assert find_finished_run(root, run_id_for(spec)) is None  # no root yet
     with pytest.raises(ZeroDivisionError):
         with RunWriter(root / "failed", {"spec": spec}):
-            1 / 0
+            raise ZeroDivisionError("a failure inside the writer")
     assert find_finished_run(root, run_id_for(spec)) is None
     RunWriter(root / "exp" / "done", {"spec": spec}).close()
     RunWriter(root / "exp" / "other", {"spec": {**spec, "seed": 1}}).close()

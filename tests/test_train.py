@@ -17,6 +17,11 @@ TINY = dict(train_size=256, eval_size=64, batch_size=32, steps=6, eval_every=3, 
             eval_batches=2, device="cpu", record_every=1)
 
 
+#: An MLP without normalisation at a rate that overflows its loss within a few SGD steps.
+EXPLODING = ("mlp3:width=32,norm=none",)
+EXPLODING_KW = dict(optimizer="sgd", lr=1e6, momentum=0.0, weight_decay=0.0)
+
+
 def tiny(model="mlp3:width=32", **kw):
     return TrainConfig(model=model, **{**TINY, **kw})
 
@@ -79,7 +84,7 @@ def test_finished_run_is_reused_unless_rerun(tmp_path):
 
 def test_nonfinite_step_stops_cleanly_with_data_saved(tmp_path):
     # lr so large that the loss overflows within a few steps
-    path = train(tiny("mlp3:width=32,norm=none", optimizer="sgd", lr=1e6, momentum=0.0, weight_decay=0.0, steps=30, metrics="default"), tmp_path,
+    path = train(tiny(*EXPLODING, **EXPLODING_KW, steps=30, metrics="default"), tmp_path,
                  quiet=True)
     run = load_run(path)
     assert run.status == "failed"
@@ -93,7 +98,7 @@ def test_nonfinite_step_stops_cleanly_with_data_saved(tmp_path):
 
 
 def test_nonfinite_step_between_recorded_steps_is_still_located(tmp_path):
-    config = tiny("mlp3:width=32,norm=none", optimizer="sgd", lr=1e6, momentum=0.0, weight_decay=0.0, steps=30, metrics="default", record_every=1000)
+    config = tiny(*EXPLODING, **EXPLODING_KW, steps=30, metrics="default", record_every=1000)
     run = load_run(train(config, tmp_path, quiet=True))
     steps = run.steps.pivot_table(index="step", columns="metric", values="value")
     first = int(steps.index[steps["nonfinite"] == 1.0][0])
@@ -117,7 +122,7 @@ def test_first_nonfinite_step_is_exact_under_stop_skip_and_fp16(tmp_path, mode, 
 
 
 def test_nonfinite_steps_can_be_skipped(tmp_path):
-    config = tiny("mlp3:width=32,norm=none", optimizer="sgd", lr=1e6, momentum=0.0, weight_decay=0.0, steps=12, on_nonfinite="skip", metrics="default")
+    config = tiny(*EXPLODING, **EXPLODING_KW, steps=12, on_nonfinite="skip", metrics="default")
     run = load_run(train(config, tmp_path, quiet=True))
     assert run.status == "finished"
     steps = run.steps.pivot_table(index="step", columns="metric", values="value")

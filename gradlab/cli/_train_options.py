@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -53,7 +54,8 @@ def train_options(func: Callable) -> Callable:
                      help="Record gradients every N-th step."),
         click.option("--metrics", type=click.Choice(["default", "all"]), default=d.metrics, show_default=True,
                      help="default: gradient and weight norms; all: plus activation statistics."),
-        click.option("--train-size", type=int, default=None, help="Training images to use (synthetic: how many to generate; real data: the first N)."),
+        click.option("--train-size", type=int, default=None,
+                     help="Training images to use (synthetic: how many to generate; real data: the first N)."),
     ]
     for option in reversed(options):
         func = option(func)

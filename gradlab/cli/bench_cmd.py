@@ -50,7 +50,8 @@ def bench(spec: str, batch_size: int, input_size: int | None, device: str, amp: 
     \b
     Examples:
       gradlab bench resnet20 --device cpu --batch-size 64
-      gradlab bench resnet34 --input-size 32 --batch-size 128 --amp bf16 --metrics default --metrics all --every 1 --every 10
+      gradlab bench resnet34 --input-size 32 --batch-size 128 --amp bf16 \
+          --metrics default --metrics all --every 1 --every 10
       gradlab bench tv:resnet50 --batch-size 32 --compile --json bench.json
     """
     from gradlab.bench import BenchConfig, format_bench, run_bench, write_json

@@ -31,7 +31,8 @@ def probe(models: tuple[str, ...], batch_size: int, seed: int, device: str, data
       gradlab probe tv:resnet50
       gradlab probe mypkg.models:make_net    (your own factory; see gradlab.factory)
     """
-    from gradlab.probe import format_probe, probe as run_probe, write_probe_report
+    from gradlab.probe import format_probe, write_probe_report
+    from gradlab.probe import probe as run_probe
 
     results = run_probe(list(models), batch_size=batch_size, seed=seed, device=device, data=data,
                         data_dir=data_dir)

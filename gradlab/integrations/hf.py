@@ -15,7 +15,8 @@ says so (``recorded_after_clipping``). Only the main process writes.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 try:
     from transformers import TrainerCallback

@@ -10,7 +10,8 @@ so the norms are the true, unclipped ones. Only the global-zero process writes.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 try:
     import lightning.pytorch as pl
@@ -48,7 +49,7 @@ class GradlabCallback(pl.Callback):
         self.recorder = None
         self.sink: RunSink | None = None
 
-    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.recorder = self.settings.recorder(pl_module)  # every rank: DDP reduces activation sums
         if trainer.is_global_zero:
             meta = {"framework": "lightning", "spec": {"model": type(pl_module).__name__,
@@ -58,13 +59,13 @@ class GradlabCallback(pl.Callback):
                     **self.settings.meta}
             self.sink = RunSink(self.recorder, self.settings.path, meta=meta, overwrite=self.settings.overwrite)
 
-    def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         labels = labels_in(batch)
         if self.recorder is not None and labels is not None:
             self.recorder.set_labels(labels)
 
-    def on_before_optimizer_step(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Any) -> None:
         rec = self.recorder
         if rec is None:
@@ -84,10 +85,10 @@ class GradlabCallback(pl.Callback):
             self.recorder.remove()
         self.sink, self.recorder = None, None
 
-    def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish("stopped" if trainer.interrupted else "finished")
 
-    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):
             self._finish("stopped", error="interrupted")

@@ -92,7 +92,7 @@ class RunSink:
             self.writer.close(status, error=error)
         return self.path
 
-    def __enter__(self) -> "RunSink":
+    def __enter__(self) -> RunSink:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -21,8 +21,9 @@ only the reduced scalars.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,9 +44,9 @@ from gradlab.recorder.metrics import (
     ACT_ZERO_FRAC,
     saturation_band,
 )
-from gradlab.recorder.similarity import MIN_BATCH, alive_units, class_cosine_sums, cosine_sums, unit_dim
 from gradlab.recorder.reduce import host_to_device, in_band_count, moments, nonzero_count
 from gradlab.recorder.reduce import sumsq as _sumsq
+from gradlab.recorder.similarity import MIN_BATCH, alive_units, class_cosine_sums, cosine_sums, unit_dim
 
 _in_backward = getattr(torch._C, "_current_graph_task_id", lambda: -1)
 
@@ -72,7 +73,7 @@ def _mha_out_proj(root: torch.nn.Module | None, layers: Sequence[Layer]) -> dict
     its weights directly and never calls it, so its output is the attention's first output."""
     if root is None:
         return {}
-    found = {}
+    found: dict[int, torch.nn.Module] = {}
     for mod in root.modules():
         if isinstance(mod, torch.nn.MultiheadAttention):
             for layer in layers:

@@ -12,8 +12,8 @@ On the host only the values that exist are kept: rows are grouped by which colum
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numbers
 import warnings
 import weakref
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,6 @@ from gradlab.recorder.buffer import Chunk, RecordBuffer, split_rows
 from gradlab.recorder.finite import FiniteWatch
 from gradlab.recorder.frames import layer_frame, step_frame
 from gradlab.recorder.layers import Layer, LayerSelection, select_layers, unwrap
-from gradlab.recorder.optimizers import closure_of, resolve_optimizer
 from gradlab.recorder.metrics import (
     ACT_GRAD_NORM,
     ACTIVATION_METRICS,
@@ -35,6 +35,7 @@ from gradlab.recorder.metrics import (
     check_saturation_threshold,
     parse_metrics,
 )
+from gradlab.recorder.optimizers import closure_of, resolve_optimizer
 from gradlab.recorder.paramstats import ParamStats
 
 #: Per-step metric names as they appear in step frames.
@@ -132,14 +133,14 @@ class GradientRecorder:
         self._want_acts = bool(set(self.metrics) & ACTIVATION_METRICS)
         self._layout()
 
-        self._tap = ForwardTap(self.layers, self.metrics, self._threshold, self._ranks, root=self._root)
+        self._tap: ForwardTap = ForwardTap(self.layers, self.metrics, self._threshold, self._ranks, root=self._root)
         self._params: ParamStats | None = None
         self._buf: RecordBuffer | None = None
         self._layer_chunks: list[Chunk] = []
         self._step_chunks: list[Chunk] = []
         self._nonfinite_first: dict[str, Any] | None = None
         self._device: torch.device | None = None
-        self._depth = np.arange(len(self.layers), dtype=np.int64)
+        self._depth: np.ndarray = np.arange(len(self.layers), dtype=np.int64)
         self._ready = False  # layout finalised at the first step (device, depth, parameters)
         self._grads_seen = False
         self._removed = False
@@ -169,7 +170,8 @@ class GradientRecorder:
     def _layout(self) -> None:
         L = len(self.layers)
         self._blocks: dict[str, slice] = {}
-        col_layer, col_metric = [], []
+        col_layer: list[int] = []
+        col_metric: list[int] = []
         for mi, m in enumerate(LAYER_METRICS):
             if m in self.metrics:
                 self._blocks[m] = slice(len(col_layer), len(col_layer) + L)
@@ -351,10 +353,11 @@ class GradientRecorder:
         """
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point() \
                 or labels.is_complex():
+            got = (f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
+                   else type(labels).__name__)
             raise GradlabError(
-                f"set_labels needs a 1-d integer tensor of class labels, got "
-                f"{type(labels).__name__ if not isinstance(labels, torch.Tensor) else f'{labels.dtype} of shape {tuple(labels.shape)}'}"
-                ": pass the batch's targets, e.g. rec.set_labels(y)"
+                f"set_labels needs a 1-d integer tensor of class labels, got {got}: pass the "
+                "batch's targets, e.g. rec.set_labels(y)"
             )
         self._tap.labels = labels.detach()
 
@@ -633,7 +636,7 @@ class GradientRecorder:
         if self._params is not None:
             self._params.release()
 
-    def __enter__(self) -> "GradientRecorder":
+    def __enter__(self) -> GradientRecorder:
         return self
 
     def __exit__(self, *exc: Any) -> None:

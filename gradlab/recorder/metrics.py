@@ -6,7 +6,7 @@ The names are part of the data model: the store, the reports and the diagnosis r
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from torch import nn
 

@@ -9,8 +9,8 @@ reads a value back to the host.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,6 @@ from gradlab.recorder import dist as rdist
 from gradlab.recorder.layers import Layer
 from gradlab.recorder.metrics import GRAD_NONFINITE, GRAD_NORM, TOTAL_GRAD_NORM, UPDATE_RATIO, WEIGHT_NORM
 from gradlab.recorder.reduce import chunks_of, host_to_device, nonfinite_counts, sumsq_vector
-
 
 
 def _dense(g: torch.Tensor) -> torch.Tensor:

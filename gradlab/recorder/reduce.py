@@ -9,7 +9,7 @@ value below ~1e-19 squares to 0 alike on every device (underflow, recorded as 0.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
