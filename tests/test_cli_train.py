@@ -22,6 +22,7 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_compare_trains_both_and_writes_a_report(tmp_path):
     result = invoke("compare", "mlp3:width=16,norm=none", "mlp6:width=16,norm=none", *TINY, "--out", tmp_path)
     assert result.exit_code == 0, result.output
@@ -80,6 +81,7 @@ def test_experiment_file_errors_name_file_and_key(tmp_path):
     assert "bad.toml" in result.output and "learning_rate" in result.output and "lr" in result.output
 
 
+@pytest.mark.slow
 def test_experiment_grid_runs_every_point(tmp_path):
     spec = tmp_path / "exp.toml"
     spec.write_text(
@@ -95,6 +97,7 @@ def test_experiment_grid_runs_every_point(tmp_path):
     assert (tmp_path / "runs" / "tiny.html").exists()
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_is_reported_as_stopped(tmp_path):
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "gradlab", "compare", "mlp3:width=16", "--steps", "100000", "--batch-size",
@@ -123,6 +126,7 @@ def test_a_run_killed_with_sigkill_is_reported_as_stopped(tmp_path):
     assert (tmp_path / "killed.html").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_records_equal_a_single_process_run(tmp_path):
     """Two gloo processes, each half of every batch: rank 0's records equal one process on the
     full batch (a model without BatchNorm, so per-rank batch statistics play no part)."""

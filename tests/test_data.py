@@ -57,6 +57,7 @@ def test_synthetic_class_is_not_in_the_mean_colour():
     assert accuracy < 0.16  # chance is 0.10; 2000 samples put 0.16 far outside the noise
 
 
+@pytest.mark.slow
 def test_synthetic_is_learnable_by_a_small_cnn():
     torch.manual_seed(0)
     data = load_data(seed=0, train_size=4000, eval_size=1000)

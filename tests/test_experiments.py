@@ -58,6 +58,7 @@ def test_cpu_profile_uses_synthetic_data(path: Path) -> None:
         assert config.record_every > 1  # the CPU budget records a subset of the steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", FILES, ids=NAMES)
 def test_first_grid_point_runs(path: Path, tmp_path: Path) -> None:
     first = load_experiment(path, "cpu").configs[0]

@@ -43,6 +43,7 @@ def _frames(metrics, compiled: bool):
     return rec.to_frame(), rec.step_frame(), rec.layer_table()
 
 
+@pytest.mark.slow
 def test_compiled_default_metrics_equal_eager_and_break_no_graph():
     dynamo.reset()
     dynamo.utils.counters.clear()
@@ -55,6 +56,7 @@ def test_compiled_default_metrics_equal_eager_and_break_no_graph():
     assert compiled[2] == eager[2]
 
 
+@pytest.mark.slow
 def test_compiled_all_metrics_equal_eager():
     dynamo.reset()
     eager = _frames("all", compiled=False)
@@ -98,6 +100,7 @@ def _record_second_twin(x):
     return set(rec.to_frame().metric)
 
 
+@pytest.mark.slow
 def test_a_reused_graph_without_the_hooks_is_reported_and_the_named_fix_works():
     # dynamo does not guard on module hooks by default: the second instance runs the graph
     # traced for the first, and the recorder's forward hooks never run. That must not pass

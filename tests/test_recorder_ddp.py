@@ -103,6 +103,7 @@ def _assert_same(got, want, rtol=1e-6):
         assert abs(a - b) <= rtol * scale, f"step {s} {layer} {m}: rank 0 {a!r}, one process {b!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ddp", "fsdp"])
 def test_rank0_equals_one_process_on_the_full_batch(spawned, kind):
     model = _model()
@@ -121,6 +122,7 @@ def test_rank0_equals_one_process_on_the_full_batch(spawned, kind):
     assert got_steps["value"].to_numpy() == pytest.approx(steps["value"].to_numpy(), rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ddp", "fsdp"])
 def test_only_rank0_keeps_records(spawned, kind):
     frame, steps, held, _ = spawned[kind, 1]
@@ -128,6 +130,7 @@ def test_only_rank0_keeps_records(spawned, kind):
     assert spawned[kind, 0][2] > 0
 
 
+@pytest.mark.slow
 def test_rank0_batch_cosines_are_the_mean_over_pairs_within_each_rank(spawned):
     # What DDP reduces for act_cos / act_grad_cos: each rank's pair sums and pair counts, so the
     # value is the mean over pairs inside one rank's rows, never across ranks. Step 0 (the

@@ -120,6 +120,7 @@ def _identical(a, b):
     return len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(a, b))
 
 
+@pytest.mark.slow
 def test_outputs_and_gradients_bit_identical_while_recording_and_after_remove():
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=3)

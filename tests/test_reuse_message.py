@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gradlab.compare import compare_models
 from gradlab.config import TrainConfig
 from gradlab.experiment import run_experiment
@@ -24,6 +26,7 @@ model = ["mlp2:width=8", "mlp3:width=8"]
 """
 
 
+@pytest.mark.slow
 def test_second_experiment_run_says_its_points_were_reused(tmp_path, capsys):
     path = tmp_path / "tiny.toml"
     path.write_text(TOML)
@@ -34,6 +37,7 @@ def test_second_experiment_run_says_its_points_were_reused(tmp_path, capsys):
             "train them again") in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_summary_marks_each_run_trained_or_reused(tmp_path):
     settings = TrainConfig(model="", train_size=64, eval_size=32, batch_size=16, steps=2, eval_every=2,
                            eval_batches=1, device="cpu", threads=1, metrics="default")
