@@ -91,3 +91,28 @@ def test_image_command_names_the_extra_when_selenium_is_missing(monkeypatch, tmp
     monkeypatch.setitem(sys.modules, "selenium", None)  # import selenium now fails
     with pytest.raises(GradlabError, match=r"pip install 'gradlab\[images\]'"):
         report_images([page], tmp_path / "images")
+
+
+def _pvr_run(model: str, loss: float, seed: int):
+    """A plain_vs_residual grid point whose training loss is ``loss`` throughout."""
+    run = synthetic_run(steps=20, blocks=(1, 1), name=model, seed=seed, clip=None)
+    run.meta["model"] = model
+    run.meta["spec"] = {"model": model, "seed": 0, "extra": {"experiment": "plain_vs_residual"}}
+    steps = run.steps
+    steps.loc[steps["metric"] == "loss", "value"] = loss
+    return run
+
+
+@pytest.mark.parametrize("losses, words", [
+    ((0.30, 0.90, 0.08, 0.05), "degradation, as in He et al.'s Fig. 6 (plain56 0.900 vs plain20 0.300; "
+                               "resnet56 0.050 vs resnet20 0.080)"),
+    ((0.30, 0.90, 0.08, 0.10), "half shows at this budget"),
+    ((0.90, 0.30, 0.08, 0.10), "does not show at this budget"),
+])
+def test_plain_vs_residual_headline_says_whether_degradation_shows(losses, words):
+    models = ("plain20", "plain56", "resnet20", "resnet56")
+    runs = [_pvr_run(m, loss, i) for i, (m, loss) in enumerate(zip(models, losses, strict=True))]
+    headline = make_headline(prepare(runs), layer_filter(False))
+    assert headline.kind == "experiment"
+    assert words in headline.text
+    assert [s.key for s in headline.sections] == ["summary", "summary-degradation"]

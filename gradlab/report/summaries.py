@@ -125,7 +125,55 @@ def plain_vs_residual(views: Sequence[RunView]) -> Headline:
                        "Each point is one run: the fitted slope of log10 dL/dh per weight layer "
                        "(positive = the gradient shrinks toward the input). Squares: plain nets, "
                        "circles: residual nets; dashed: without BN.", fig, 420)
-    return Headline(text, [], [section], kind="experiment")
+    sections = [section]
+    degradation = _degradation(points)
+    if degradation is not None:
+        words, loss_section = degradation
+        text += " " + words
+        sections.append(loss_section)
+    return Headline(text, [], sections, kind="experiment")
+
+
+def _degradation(points: Sequence[_Point]) -> tuple[str, Section] | None:
+    """He et al.'s Fig. 6 at this budget: the final training loss of the BN nets against depth.
+
+    Degradation is the deeper plain net ending with a higher training loss than the shallower
+    one, while the deeper residual net ends lower. Needs two depths of each (CIFAR nets).
+    """
+    bn = [p for p in points if p.norm and (p.depth - 2) % 6 == 0 and p.facts.final_loss == p.facts.final_loss]
+    plain = sorted((p for p in bn if not p.residual), key=lambda p: p.depth)
+    res = sorted((p for p in bn if p.residual), key=lambda p: p.depth)
+    if len(plain) < 2 or len(res) < 2:
+        return None
+    fig = go.Figure()
+    for gi, (name, pts) in enumerate((("plain, BN", plain), ("residual, BN", res))):
+        fig.add_trace(go.Scatter(
+            x=[p.depth for p in pts], y=[p.facts.final_loss for p in pts], mode="lines+markers",
+            name=name, line=dict(color=PALETTE[2 + gi]),
+            marker=dict(size=10, symbol="square" if gi == 0 else "circle"),
+            customdata=[[ptext(p.model), p.steps_done()] for p in pts],
+            hovertemplate="<b>%{customdata[0]}</b><br>training loss %{y:.3f} at the end "
+                          "(step %{customdata[1]})<extra></extra>"))
+    fig.update_xaxes(title_text="depth (layers in the net's name)")
+    fig.update_yaxes(title_text="final training loss (mean of the last tenth of the steps)")
+    (p0, p1), (r0, r1) = (plain[0], plain[-1]), (res[0], res[-1])
+    plain_worse = p1.facts.final_loss > p0.facts.final_loss
+    res_better = r1.facts.final_loss < r0.facts.final_loss
+    figures = (f"{p1.net} {p1.facts.final_loss:.3f} vs {p0.net} {p0.facts.final_loss:.3f}; "
+               f"{r1.net} {r1.facts.final_loss:.3f} vs {r0.net} {r0.facts.final_loss:.3f}")
+    if plain_worse and res_better:
+        words = (f"With BN, the deeper plain net ends with the higher training loss and the deeper "
+                 f"residual net with the lower one: degradation, as in He et al.'s Fig. 6 ({figures}).")
+    else:
+        words = (f"He et al.'s degradation (the deeper plain net trains worse, the deeper residual net "
+                 f"better) {'half shows' if plain_worse or res_better else 'does not show'} at this budget: "
+                 f"final training loss {figures}.")
+    intro = ("The ResNet paper's Fig. 6 at this budget: each point is one BN net's training loss at "
+             "the end of the run. Degradation is the deeper plain net ending higher while the deeper "
+             "residual net ends lower.")
+    section = Section("summary-degradation", "Training loss against depth: degradation", intro, fig)
+    base_layout(fig, height=360)
+    return words, section
 
 
 # -- clipping ---------------------------------------------------------------------------------
