@@ -32,6 +32,17 @@ TINY_CONFIG = dict(model="mlp2:width=8", steps=6, batch_size=16, train_size=64, 
                    eval_every=3, flush_every=2, record_every=1, device="cpu")
 
 
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C as a plain Python process gets it: KeyboardInterrupt. Other libraries the suite
+    loads earlier may leave handlers of their own behind."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
@@ -152,7 +163,7 @@ def test_a_run_finished_by_another_process_meanwhile_is_kept(tmp_path, monkeypat
 
 
 # -- flushes -------------------------------------------------------------------------------
-def test_ctrl_c_during_a_flush_never_duplicates_rows(tmp_path, monkeypatch):
+def test_ctrl_c_during_a_flush_never_duplicates_rows(tmp_path, monkeypatch, default_sigint):
     from gradlab.train import train
 
     calls = {"n": 0}
@@ -427,7 +438,7 @@ def test_a_failed_allocation_is_one_line(monkeypatch):
     assert "out of memory" in line and "--batch-size" in line
 
 
-def test_ctrl_c_in_the_middle_of_a_step_keeps_whole_steps_only(tmp_path, monkeypatch):
+def test_ctrl_c_in_the_middle_of_a_step_keeps_whole_steps_only(tmp_path, monkeypatch, default_sigint):
     # Found by the chaos test: rows of the step that Ctrl-C cut short (here during its
     # evaluation) were written without the rest of that step.
     from gradlab.train import _Trainer, train

@@ -112,8 +112,8 @@ def test_nonfinite_step_between_recorded_steps_is_still_located(tmp_path):
 @pytest.mark.parametrize("mode, amp", [("stop", "none"), ("skip", "none"), ("stop", "fp16")])
 def test_first_nonfinite_step_is_exact_under_stop_skip_and_fp16(tmp_path, mode, amp):
     # fp16: the GradScaler skips the overflowing steps itself (from its first, at scale 65536)
-    config = tiny(lr=1e12, momentum=0.0, weight_decay=0.0, steps=12, metrics="default", record_every=4,
-                  on_nonfinite=mode, amp=amp)
+    config = tiny(optimizer="sgd", lr=1e12, momentum=0.0, weight_decay=0.0, steps=12, metrics="default",
+                  record_every=4, on_nonfinite=mode, amp=amp)
     run = load_run(train(config, tmp_path, quiet=True))
     steps = run.steps.pivot_table(index="step", columns="metric", values="value")
     first = int(steps.index[steps["nonfinite"] == 1.0][0])
