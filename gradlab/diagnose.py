@@ -506,7 +506,7 @@ def diagnose_run(run: Any, *, thresholds: Thresholds = THRESHOLDS,
         if metric == "grad_norm" and no_params:
             keep = np.array([name not in no_params for name in m.layers])
         positions = layer_positions(m.layers, m.depths, meta, weight_layers)
-        init_median = None
+        init_logs: dict[int, float] | None = None
         windows = phase_windows(len(m.steps))
         events = _event_windows(m.steps, windows)
         for phase, window in windows.items():
@@ -527,12 +527,11 @@ def diagnose_run(run: Any, *, thresholds: Thresholds = THRESHOLDS,
                 row["verdict"] = "non-finite"
                 row["evidence"] = (f"{prof['n_nonfinite']} layers with NaN/inf and {bad_steps} "
                                    f"non-finite or skipped steps in this phase; " + prof["evidence"])
-            med = _median_log(values)
             if phase == "init":
-                init_median = med
+                init_logs = _layer_logs(idx, values)
                 row["growth_since_init"] = 0.0
             else:
-                growth = med - init_median if init_median is not None else np.nan
+                growth = _growth(init_logs, _layer_logs(idx, values))
                 row["growth_since_init"] = float(growth)
                 if np.isfinite(growth) and row["verdict"] in ("healthy", "borderline", "vanishing"):
                     g_margin = growth / thresholds.growth_since_init_decades - 1.0
@@ -605,9 +604,25 @@ def _event_windows(steps: np.ndarray, windows: dict[str, slice]) -> dict[str, tu
     return out
 
 
-def _median_log(values: np.ndarray) -> float:
-    pos = values[np.isfinite(values) & (values > 0)]
-    return float(np.median(np.log10(pos))) if pos.size else np.nan
+def _layer_logs(idx: np.ndarray, values: np.ndarray) -> dict[int, float]:
+    """log10 of each layer's positive, finite value, by row index."""
+    ok = np.isfinite(values) & (values > 0)
+    return dict(zip(idx[ok].tolist(), np.log10(values[ok]).tolist()))
+
+
+def _growth(init_logs: dict[int, float] | None, logs: dict[int, float]) -> float:
+    """Median growth in decades since init over the layers positive at both times.
+
+    Like with like: a profile whose input side underflowed to 0.0 since init keeps only its
+    upper layers positive, and their median against the median of every layer at init would
+    read as growth where nothing grew.
+    """
+    if not init_logs:
+        return np.nan
+    common = [k for k in logs if k in init_logs]
+    if not common:
+        return np.nan
+    return float(np.median([logs[k] - init_logs[k] for k in common]))
 
 
 def _window_mean(m: LayerMatrix | None, lo: int, hi: int) -> float:

@@ -96,3 +96,18 @@ def test_dead_unit_suggestion_fires_only_on_dead_units():
     frame = diagnose_run(_run({"model": "plain20:norm=none"}, range(0, 40, 4), extra_layers=base + dead))
     vanishing = frame[(frame["metric"] == "act_grad_norm") & (frame["verdict"] == "vanishing")]
     assert vanishing["reason"].str.contains("90% of ReLU units are dead").all()
+
+
+def test_underflow_spreading_from_the_input_is_not_read_as_growth():
+    # 12 layers 10x apart at init (1e-11 .. 1); later the lower 9 underflow to 0.0 while the
+    # upper three keep their values: nothing grew. Comparing the median of the positive values
+    # (1e-1) with the median at init (~3e-6) would call it 4.5 decades of growth: "exploding".
+    def profile(step):
+        values = [10.0 ** (d - 11.0) for d in range(12)]
+        return [0.0 if (step > 0 and d < 9) else v for d, v in enumerate(values)]
+
+    rows = [(s, f"l{d}", d, "act_grad_norm", v) for s in range(0, 40, 4) for d, v in enumerate(profile(s))]
+    frame = diagnose_run(_run({}, range(0, 40, 4), extra_layers=rows))
+    late = frame[(frame["metric"] == "act_grad_norm") & (frame["phase"] == "late")].iloc[0]
+    assert late["growth_since_init"] == pytest.approx(0.0)
+    assert late["verdict"] == "vanishing"
