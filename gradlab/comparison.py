@@ -26,7 +26,12 @@ from gradlab.collapse import CLASS_METRIC, FORWARD_METRIC, similarity_findings
 from gradlab.diagnose import diagnose_run, run_had_nonfinite, step_series
 
 #: Run verdicts from the most to the least severe.
-RUN_VERDICTS = ("non-finite", "exploding", "vanishing", "collapsed", "borderline", "healthy", "no-data")
+RUN_VERDICTS = ("non-finite", "exploding", "vanishing", "stalled", "collapsed", "borderline", "healthy",
+                "no-data")
+
+#: A run whose training loss over its last tenth is at least this fraction of its loss over its
+#: first tenth has not learned: ``stalled``, whatever its gradient flow looks like.
+STALLED_LOSS_FRACTION = 0.95
 
 _SEVERITY = {v: i for i, v in enumerate(RUN_VERDICTS)}
 
@@ -43,6 +48,7 @@ class RunSummary:
     why: str  # the evidence behind the verdict, in words
     eval_acc: float  # last held-out accuracy (NaN when never evaluated)
     final_loss: float  # mean training loss over the last tenth of the steps
+    first_loss: float  # ... and over the first tenth
     chance: float  # 1 / classes (NaN when unknown)
     steps_done: int | None
     wall_time_s: float | None
@@ -52,6 +58,13 @@ class RunSummary:
     nonfinite_first: dict[str, Any] | None = None
     reused: bool | None = None  # set by the caller that trained or reused it
     group: str = ""  # runs with equal settings but the seed are pooled under this key
+    collapsed: bool = False  # the last phase's same-class dL/dh cosine says collapsed
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the training loss ended at 95% or more of where it started."""
+        return bool(np.isfinite(self.final_loss) and np.isfinite(self.first_loss) and self.first_loss > 0
+                    and self.final_loss >= STALLED_LOSS_FRACTION * self.first_loss)
 
 
 @dataclass
@@ -71,6 +84,15 @@ def _final_loss(series: dict) -> float:
     tail = v[-max(1, len(v) // 10):]
     tail = tail[np.isfinite(tail)]
     return float(tail.mean()) if tail.size else float("nan")
+
+
+def _first_loss(series: dict) -> float:
+    if "loss" not in series:
+        return float("nan")
+    _, v = series["loss"]
+    head = v[:max(1, len(v) // 10)]
+    head = head[np.isfinite(head)]
+    return float(head.mean()) if head.size else float("nan")
 
 
 def _last(series: dict, name: str) -> float:
@@ -97,7 +119,7 @@ def summarize(run: Any) -> RunSummary:
     summary = RunSummary(
         name=run.name, model=str(meta.get("model") or run.name), seed=meta.get("seed"),
         status=str(getattr(run, "status", meta.get("status"))), verdict="no-data", why="",
-        eval_acc=_last(series, "eval_acc"), final_loss=_final_loss(series),
+        eval_acc=_last(series, "eval_acc"), final_loss=_final_loss(series), first_loss=_first_loss(series),
         chance=1.0 / classes if isinstance(classes, int) and classes > 0 else float("nan"),
         steps_done=meta.get("steps_done"), wall_time_s=meta.get("wall_time_s"),
         nonfinite_first=meta.get("nonfinite_first") if isinstance(meta.get("nonfinite_first"), dict) else None,
@@ -114,7 +136,13 @@ def summarize(run: Any) -> RunSummary:
             summary.batch_cos[f["phase"]] = f["value"]
         elif f["signal"] == CLASS_METRIC:
             summary.class_cos[f["phase"]] = f["value"]
+    late = [f for f in findings if f["signal"] == CLASS_METRIC]
+    summary.collapsed = bool(late) and late[-1]["verdict"] == "collapsed"
     summary.verdict, summary.why = _run_verdict(meta, flow, findings)
+    if summary.stalled and _SEVERITY[summary.verdict] > _SEVERITY["stalled"]:
+        summary.why = (f"training loss {summary.final_loss:.2f} at the end against {summary.first_loss:.2f} at "
+                       f"the start" + (f"; {summary.why}" if summary.verdict != "healthy" else ""))
+        summary.verdict = "stalled"
     return summary
 
 
@@ -254,7 +282,7 @@ def _why(first: RunSummary, second: RunSummary) -> str:
     if phase is not None:
         collapse = (f"same-class dL/dh cosine of the upper layers {second.class_cos[phase]:.2f} in "
                     f"{second.name} vs {first.class_cos[phase]:.2f} in {first.name} late")
-        collapsed = [s for s in (second, first) if s.verdict == "collapsed"]
+        collapsed = [s for s in (second, first) if s.collapsed]
         if len(collapsed) == 1:
             bad = collapsed[0]
             good = first if bad is second else second
@@ -264,6 +292,12 @@ def _why(first: RunSummary, second: RunSummary) -> str:
             return (f"The gradient norms do not explain it ({norms}); the representation does: "
                     f"{bad.name} collapsed: its upper layers no longer depend on the input, so every "
                     f"example of a class gets nearly the same gradient ({collapse}{init}).")
+    stalled = [s for s in (second, first) if s.stalled]
+    if len(stalled) == 1:
+        bad = stalled[0]
+        measured = f", nor does the same-class dL/dh cosine ({collapse})" if collapse else ""
+        return (f"{bad.name} stalled (training loss {bad.final_loss:.2f} at the end against "
+                f"{bad.first_loss:.2f} at the start); the gradient norms do not explain it ({norms}){measured}.")
     tail = (f"; {collapse}" if collapse
             else "; record with --metrics all to measure representation collapse")
     return f"By the gradient norms the two look alike ({norms}){tail}."

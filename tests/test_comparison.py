@@ -17,7 +17,7 @@ LAYER_META = [{"name": f"conv{d}", "depth": d, "type": "Conv2d", "num_params": 9
 
 
 def make_run(name: str, *, acc: float, loss: float, upper_cos: float, class_cos: float = 0.2,
-             seed: int = 0, decay: float = 0.0, meta: dict | None = None) -> Run:
+             seed: int = 0, decay: float = 0.0, meta: dict | None = None, first_loss: float = 2.35) -> Run:
     rows = []
     for s in range(0, 100, 4):
         for d in range(N_LAYERS):
@@ -28,7 +28,9 @@ def make_run(name: str, *, acc: float, loss: float, upper_cos: float, class_cos:
             rows.append((s, layer, d, "act_grad_cos_class", cos))
             rows.append((s, layer, d, "act_cos", 0.9))
     layers = pd.DataFrame(rows, columns=["step", "layer", "depth", "metric", "value"])
-    steps = [(s, "loss", loss) for s in range(100)] + [(99, "eval_acc", acc)]
+    # the loss: first_loss over the first tenth of the steps, loss over the last tenth
+    losses = np.interp(np.arange(100), [0, 9, 90, 99], [first_loss, first_loss, loss, loss])
+    steps = [(s, "loss", float(v)) for s, v in enumerate(losses)] + [(99, "eval_acc", acc)]
     spec = {"model": name, "seed": seed, "lr": 1e-3}
     full_meta = {"name": name, "model": name, "seed": seed, "spec": spec, "layers": LAYER_META,
                  "data": {"num_classes": 10}, "status": "finished", "wall_time_s": 12.0,
@@ -74,9 +76,11 @@ def test_headline_names_the_better_run_and_the_collapse_with_numbers():
     assert "plain34 collapsed" in c.headline
     assert "same-class dL/dh cosine of the upper layers 0.93 in plain34 vs 0.34 in resnet34 late" in c.headline
     assert "at init it was -0.004 vs 0.035" in c.headline
-    assert [s.verdict for s in c.runs] == ["collapsed", "healthy"]
+    # plain34's loss went from 2.35 to 2.30: stalled, and collapsed is why
+    assert [s.verdict for s in c.runs] == ["stalled", "healthy"]
+    assert c.runs[0].collapsed and "collapsed" in c.runs[0].why
     text = format_comparison(c)
-    assert "plain34: collapsed, held-out acc 0.10, loss 2.30, 12 s (trained)" in text
+    assert "plain34: stalled, held-out acc 0.10, loss 2.30, 12 s (trained)" in text
     assert "resnet34: healthy, held-out acc 0.51, loss 1.42, 12 s (reused)" in text
 
 
@@ -123,8 +127,8 @@ def test_vanishing_run_is_explained_by_its_norms():
 
 def test_level_accuracy_falls_back_to_the_training_loss():
     # Both at chance on held-out data, but one fits the training data: 2.02 against 2.29.
-    a = make_run("plain20", acc=0.09, loss=2.02, upper_cos=0.4)
-    b = make_run("plain20:norm=none", acc=0.10, loss=2.29, upper_cos=0.4, decay=0.4)
+    a = make_run("plain20", acc=0.09, loss=2.02, upper_cos=0.4, first_loss=2.4)
+    b = make_run("plain20:norm=none", acc=0.10, loss=2.29, upper_cos=0.4, decay=0.4, first_loss=2.4)
     c = compare_runs([a, b])
     assert c.better == "plain20"
     assert c.headline.startswith("plain20 trains better than plain20:norm=none by training loss: "
@@ -136,3 +140,16 @@ def test_losses_within_five_percent_are_level():
     a = make_run("a", acc=0.10, loss=2.30, upper_cos=0.4)
     b = make_run("b", acc=0.10, loss=2.25, upper_cos=0.4)
     assert compare_runs([a, b]).better is None
+
+
+def test_a_stalled_run_with_healthy_flow_is_said_so():
+    # Seed 2 of the main job: plain34 does not learn, yet neither its norms nor its same-class
+    # cosine (0.55) single it out.
+    good = make_run("resnet34", acc=0.51, loss=1.06, upper_cos=0.52)
+    bad = make_run("plain34", acc=0.10, loss=2.33, upper_cos=0.55)
+    c = compare_runs([bad, good])
+    assert [s.verdict for s in c.runs] == ["stalled", "healthy"]
+    assert not c.runs[0].collapsed
+    assert ("plain34 stalled (training loss 2.33 at the end against 2.35 at the start); the gradient "
+            "norms do not explain it") in c.headline
+    assert "nor does the same-class dL/dh cosine (same-class dL/dh cosine of the upper layers 0.55" in c.headline
