@@ -127,11 +127,9 @@ class ParamStats:
             self._plans[key] = plan
         return plan
 
-    def record_grads(self, views: dict[str, torch.Tensor], total: torch.Tensor | None) -> np.ndarray | None:
-        """Writes grad_norm / grad_nonfinite / total_grad_norm; returns the per-layer validity mask.
-
-        Returns None when no parameter has a gradient.
-        """
+    def _present_grads(self):
+        """The gradients that exist this step (local, dense) and their layout plan; None when
+        no parameter has a gradient."""
         all_grads = [p.grad for p in self.params]
         key = tuple(g is None for g in all_grads)
         if all(key):
@@ -140,6 +138,17 @@ class ParamStats:
         plan = self._plan(key, grads)
         if plan.convert:
             grads = [rdist.local(_dense(g)) for g in grads]
+        return grads, plan
+
+    def record_grads(self, views: dict[str, torch.Tensor], total: torch.Tensor | None) -> np.ndarray | None:
+        """Writes grad_norm / grad_nonfinite / total_grad_norm; returns the per-layer validity mask.
+
+        Returns None when no parameter has a gradient.
+        """
+        found = self._present_grads()
+        if found is None:
+            return None
+        grads, plan = found
         rows = [sumsq_vector(grads)]
         if self.want_nonfinite:
             rows.append(nonfinite_counts(grads, plan.chunks, sumsq=rows[0]))
@@ -159,14 +168,10 @@ class ParamStats:
         """Per-layer gradient norms and the device mask of layers with a gradient, cheaply: one
         foreach norm (float32 accumulation is enough to tell finite from not), for the
         finiteness check of steps that are not recorded. None when no gradient exists."""
-        all_grads = [p.grad for p in self.params]
-        key = tuple(g is None for g in all_grads)
-        if all(key):
+        found = self._present_grads()
+        if found is None:
             return None
-        grads = [g for g in all_grads if g is not None]
-        plan = self._plan(key, grads)
-        if plan.convert:
-            grads = [rdist.local(_dense(g)) for g in grads]
+        grads, plan = found
         norms = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
         lay = norms.new_zeros(self.num_layers).index_add_(0, plan.pair_layer, norms.index_select(0, plan.pair_pos))
         return lay, plan.layer_mask_t
