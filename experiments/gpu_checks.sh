@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 } > "$OUT/device.txt" 2>&1
 cat "$OUT/device.txt"
 
-timeout 480 python -m gradlab.bench_gpu --out "$OUT/bench" 2>&1 | tail -n 40 | tee "$OUT/bench.txt"
+timeout 480 python -m gradlab.bench.gpu --out "$OUT/bench" 2>&1 | tail -n 40 | tee "$OUT/bench.txt"
 
 /usr/bin/time -f "main job wall %e s" timeout 300 gradlab compare plain34 resnet34 --out "$OUT/main" \
     2>&1 | tail -n 20 | tee "$OUT/main.txt"

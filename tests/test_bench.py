@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from gradlab.bench import (
+from gradlab.bench.overhead import (
     BenchConfig,
     Spread,
     _Bench,
@@ -219,7 +219,7 @@ def test_run_bench_recorder_recorded_on_its_schedule(tiny_result):
 
 
 def test_run_bench_json_round_trip(tiny_result, tmp_path):
-    from gradlab.bench import format_bench, write_json
+    from gradlab.bench.overhead import format_bench, write_json
 
     path = write_json(tiny_result, tmp_path / "sub" / "bench.json")
     data = json.loads(path.read_text())
@@ -285,7 +285,7 @@ def test_cli_runs_and_writes_json(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_script_smoke_writes_table_and_json(tmp_path):
-    from gradlab import bench_gpu
+    from gradlab.bench import gpu as bench_gpu
 
     assert bench_gpu.main(["--out", str(tmp_path), "--smoke", "--no-compile"]) == 0
     data = json.loads((tmp_path / "bench_gpu.json").read_text())
@@ -298,7 +298,7 @@ def test_gpu_script_smoke_writes_table_and_json(tmp_path):
 
 def test_compiled_arms_get_classes_of_their_own():
     """Each compiled arm needs its own classes, or dynamo would run one arm's graph for another."""
-    from gradlab.bench import _own_classes
+    from gradlab.bench.overhead import _own_classes
     from gradlab.models import build_model
 
     torch.manual_seed(0)

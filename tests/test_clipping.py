@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from gradlab.clipping import AGCClipper, ClipResult, parse_clip
 from gradlab.errors import GradlabError
+from gradlab.training.clipping import AGCClipper, ClipResult, parse_clip
 
 
 class Small(nn.Module):

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradlab.collapse import similarity_findings
-from gradlab.comparison import compare_runs, format_comparison, summarize
+from gradlab.analysis.collapse import similarity_findings
+from gradlab.analysis.comparison import compare_runs, format_comparison, summarize
 from gradlab.store import Run
 
 N_LAYERS = 10

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from gradlab.data import DATASETS, NORMALISATION, load_data
 from gradlab.errors import GradlabError
+from gradlab.training.data import DATASETS, NORMALISATION, load_data
 
 # -- synthetic ------------------------------------------------------------------------------------
 

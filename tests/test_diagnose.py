@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradlab.diagnose import (
+from gradlab.analysis.diagnose import (
     COLUMNS,
     THRESHOLDS,
     diagnose_profile,

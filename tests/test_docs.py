@@ -115,7 +115,7 @@ def _recorder_page_example(heading: str) -> str:
 def test_recorder_page_loop_example_runs(tmp_path, monkeypatch):
     # "In your loop", run as written: 100 steps recorded every 5th, a run directory beside the
     # page, and the diagnosis the page promises (vanishing, use ReLU) for the sigmoid MLP.
-    from gradlab.diagnose import diagnose_run
+    from gradlab.analysis.diagnose import diagnose_run
     from gradlab.store import load_run
 
     monkeypatch.chdir(tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gradlab.experiment import load_experiment, run_experiment
+from gradlab.training.experiment import load_experiment, run_experiment
 
 if sys.version_info >= (3, 11):
     import tomllib

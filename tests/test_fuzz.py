@@ -31,12 +31,12 @@ class ReachedTraining(Exception):
 
 @pytest.fixture
 def no_training(monkeypatch):
-    import gradlab.train
+    import gradlab.training.loop
 
     def reached(*args, **kwargs):
         raise ReachedTraining
 
-    monkeypatch.setattr(gradlab.train, "train", reached)
+    monkeypatch.setattr(gradlab.training.loop, "train", reached)
 
 
 def check_outcome(result, *, success_codes=(0,)):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradlab.diagnose import diagnose_run
+from gradlab.analysis.diagnose import diagnose_run
 from gradlab.errors import GradlabError
 from gradlab.integrations import describe_model, save_report, save_run
 from gradlab.recorder import GradientRecorder

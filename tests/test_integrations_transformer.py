@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradlab.diagnose import THRESHOLDS, _suggest, model_traits
+from gradlab.analysis.diagnose import THRESHOLDS, _suggest, model_traits
 from gradlab.integrations import describe_model
 from gradlab.recorder import GradientRecorder
 

@@ -58,7 +58,7 @@ def assert_same_runs(got: dict, reference: dict) -> None:
 
 
 def test_parse_shard():
-    from gradlab.launch import parse_shard
+    from gradlab.training.launch import parse_shard
 
     assert parse_shard("2/8") == (2, 8) and parse_shard(" 1 / 1 ") == (1, 1) and parse_shard(None) is None
     for bad in ("0/2", "3/2", "1/0", "a/b", "1-2", "", "1/2/3"):
@@ -67,7 +67,7 @@ def test_parse_shard():
 
 
 def test_shards_split_the_grid_into_disjoint_parts_that_cover_it():
-    from gradlab.launch import shard_points
+    from gradlab.training.launch import shard_points
 
     points = list(range(11))
     for n in (1, 2, 3, 11, 12):
@@ -77,7 +77,7 @@ def test_shards_split_the_grid_into_disjoint_parts_that_cover_it():
 
 
 def test_shards_give_the_serial_runs_and_the_report_is_built_from_the_store(tmp_path, grid_file):
-    from gradlab.experiment import run_experiment
+    from gradlab.training.experiment import run_experiment
 
     run_experiment(grid_file, out=tmp_path / "serial", quiet=True)
     serial = rows_by_run_id(tmp_path / "serial")
@@ -93,8 +93,8 @@ def test_shards_give_the_serial_runs_and_the_report_is_built_from_the_store(tmp_
 
 
 def test_runs_shows_each_grid_point_done_running_failed_or_missing(tmp_path, grid_file):
-    from gradlab.experiment import load_experiment, run_experiment
-    from gradlab.train import run_id
+    from gradlab.training.experiment import load_experiment, run_experiment
+    from gradlab.training.loop import run_id
 
     out = tmp_path / "runs"
     run_experiment(grid_file, out=out, quiet=True, shard=(1, 2))  # points 0 and 2
@@ -128,7 +128,7 @@ def test_without_ray_the_launcher_says_how_to_install_it(tmp_path, grid_file, mo
 @pytest.mark.slow
 def test_a_grid_through_a_local_ray_instance_gives_the_serial_runs(tmp_path, grid_file):
     pytest.importorskip("ray")  # the optional extra: gradlab[ray]
-    from gradlab.experiment import run_experiment
+    from gradlab.training.experiment import run_experiment
 
     run_experiment(grid_file, out=tmp_path / "serial", quiet=True)
     serial = rows_by_run_id(tmp_path / "serial")

@@ -106,9 +106,9 @@ def test_grown_names_only_files_above_their_baseline():
 def test_per_file_counts_parse_both_tools_formats():
     ruff = ["gradlab/x.py:3:1: F401 [*] `os` imported but unused", "gradlab/x.py:9:121: E501 Line too long",
             "Found 2 errors."]
-    mypy = ["gradlab/store.py:12: error: Incompatible types  [assignment]", "gradlab/store.py:13: note: see"]
+    mypy = ["gradlab/store/core.py:12: error: Incompatible types  [assignment]", "gradlab/store/core.py:13: note: see"]
     assert per_file([m for m in ruff if _RUFF_LINE.match(m)], _RUFF_LINE) == Counter({"gradlab/x.py": 2})
-    assert per_file([m for m in mypy if _MYPY_LINE.match(m)], _MYPY_LINE) == Counter({"gradlab/store.py": 1})
+    assert per_file([m for m in mypy if _MYPY_LINE.match(m)], _MYPY_LINE) == Counter({"gradlab/store/core.py": 1})
 
 
 def test_ruff_finds_no_more_than_its_baseline():

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlab.errors import GradlabError
-from gradlab.meanfield import chi, predict_profile, predicted_decay, qmap
+from gradlab.theory.meanfield import chi, predict_profile, predicted_decay, qmap
 
 # Measured slope minus predicted slope, decades per layer. Over seeds it stayed within 0.0035
 # for width-256 MLPs and within 0.009 for the 32/64-channel conv net below; the rest is the

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from gradlab.probe import probe, write_probe_report
+from gradlab.training.probe import probe, write_probe_report
 
 
 def test_probe_stores_a_prediction_that_matches_the_recorded_profile(tmp_path):
@@ -42,8 +42,8 @@ def test_overlay_meets_the_measurement_at_the_last_layer():
 def test_a_reused_run_without_a_stored_prediction_gets_the_one_its_own_training_stored(tmp_path):
     import json
 
-    from gradlab.config import TrainConfig
-    from gradlab.train import train
+    from gradlab.training.config import TrainConfig
+    from gradlab.training.loop import train
 
     config = TrainConfig(model="plain20:norm=none", data="synthetic", train_size=64, eval_size=32,
                          batch_size=16, steps=2, device="cpu", eval_every=2, eval_batches=1)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from gradlab.errors import GradlabError
-from gradlab.optim import lr_factor_fn, make_optimizer, make_scheduler
+from gradlab.training.optim import lr_factor_fn, make_optimizer, make_scheduler
 
 
 def _lrs(schedule, total, warmup=0, base=0.1):

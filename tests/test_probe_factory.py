@@ -11,8 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from gradlab.cli import main
-from gradlab.factory import is_factory_spec
-from gradlab.probe import probe
+from gradlab.models.factory import is_factory_spec
+from gradlab.training.probe import probe
 
 FACTORIES = '''
 import torch

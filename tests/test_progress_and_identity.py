@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from gradlab.config import TrainConfig
-from gradlab.progress import LineProgress, progress
-from gradlab.train import DEFAULT_STEPS, resolve_settings, run_id
+from gradlab.training.config import TrainConfig
+from gradlab.training.loop import DEFAULT_STEPS, resolve_settings, run_id
+from gradlab.training.progress import LineProgress, progress
 
 
 def test_line_progress_prints_every_five_percent_and_the_end():

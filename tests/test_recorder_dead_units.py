@@ -9,8 +9,8 @@ import torch
 from test_recorder_support import rows_at
 from torch import nn
 
-from gradlab.legacy_metrics import rename_legacy_metrics
 from gradlab.recorder import GradientRecorder
+from gradlab.store.legacy import rename_legacy_metrics
 
 DEAD = ["act_zero_frac", "act_dead_units", "act_dead_units_run"]
 

@@ -21,9 +21,9 @@ import pytest
 from click.testing import CliRunner
 
 from gradlab.cli import main
-from gradlab.config import TrainConfig
 from gradlab.errors import GradlabError
 from gradlab.store import RunWriter, load_run
+from gradlab.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "4", "--batch-size", "16", "--train-size", "64", "--eval-every", "2",
@@ -60,7 +60,7 @@ def files_under(root: Path) -> set[Path]:
 
 # -- names that become paths ---------------------------------------------------------------
 def test_safe_slug_by_hand():
-    from gradlab.names import safe_slug
+    from gradlab.common.names import safe_slug
 
     assert safe_slug("../../x") == "x"
     assert safe_slug("/etc/passwd") == "etc_passwd"
@@ -151,7 +151,7 @@ def test_a_second_writer_is_refused_naming_the_first_process(tmp_path):
 
 def test_a_run_finished_by_another_process_meanwhile_is_kept(tmp_path, monkeypatch):
     import gradlab.store
-    from gradlab.train import train
+    from gradlab.training.loop import train
 
     config = TrainConfig(**TINY_CONFIG)
     path = train(config, tmp_path, quiet=True)
@@ -164,7 +164,7 @@ def test_a_run_finished_by_another_process_meanwhile_is_kept(tmp_path, monkeypat
 
 # -- flushes -------------------------------------------------------------------------------
 def test_ctrl_c_during_a_flush_never_duplicates_rows(tmp_path, monkeypatch, default_sigint):
-    from gradlab.train import train
+    from gradlab.training.loop import train
 
     calls = {"n": 0}
     original = RunWriter.flush
@@ -188,7 +188,7 @@ def test_ctrl_c_during_a_flush_never_duplicates_rows(tmp_path, monkeypatch, defa
 
 def test_meta_json_never_claims_more_steps_than_the_parts_hold(tmp_path, monkeypatch):
     import gradlab.store
-    from gradlab.train import train
+    from gradlab.training.loop import train
 
     original = gradlab.store._write_parquet_atomic
     writes = {"n": 0}
@@ -277,7 +277,7 @@ def test_a_bad_value_in_a_later_grid_point_is_refused_before_the_first_trains(tm
 
 
 def test_a_huge_grid_is_counted_not_built_and_the_limit_says_how_to_lift_it(tmp_path):
-    from gradlab.experiment import load_experiment
+    from gradlab.training.experiment import load_experiment
 
     spec = write_experiment(tmp_path / "e.toml",
                             '[grid]\nmodel = ["mlp2:width=8"]\nseed = ' + str(list(range(200)))
@@ -296,7 +296,7 @@ def test_numbers_out_of_range_are_refused():
 
 
 def test_a_schedule_factor_cannot_make_the_rate_negative():
-    from gradlab.optim import lr_factor_fn
+    from gradlab.training.optim import lr_factor_fn
 
     for schedule in ("step:2@-1", "step:2@0", "step:2@nan"):
         with pytest.raises(GradlabError, match="positive"):
@@ -304,7 +304,7 @@ def test_a_schedule_factor_cannot_make_the_rate_negative():
 
 
 def test_steps_and_epochs_resolve_the_same_way_on_the_command_line_and_in_files(tmp_path):
-    from gradlab.experiment import load_experiment
+    from gradlab.training.experiment import load_experiment
 
     result = invoke("compare", "mlp2:width=8", *TINY, "--epochs", "1", "--out", tmp_path)
     assert "not both" in assert_one_line_exit_2(result)
@@ -319,7 +319,7 @@ def test_steps_and_epochs_resolve_the_same_way_on_the_command_line_and_in_files(
 
 
 def test_a_model_too_large_for_memory_is_refused_with_its_size():
-    from gradlab.preflight import check_run
+    from gradlab.training.preflight import check_run
 
     with pytest.raises(GradlabError, match=r"resnet20:width=100000 .*needs about [\d,.]+ GB") as err:
         check_run(TrainConfig(model="resnet20:width=100000", device="cpu"))
@@ -333,7 +333,7 @@ def test_the_size_estimate_counts_the_parameters_exactly():
     import torch
 
     from gradlab.models import build_model
-    from gradlab.preflight import _model_elements
+    from gradlab.training.preflight import _model_elements
 
     for spec in ("resnet20", "mlp3:width=16", "plain20:norm=none"):
         params, activations = _model_elements(spec, 10, (3, 32, 32), 2)
@@ -441,7 +441,7 @@ def test_a_failed_allocation_is_one_line(monkeypatch):
 def test_ctrl_c_in_the_middle_of_a_step_keeps_whole_steps_only(tmp_path, monkeypatch, default_sigint):
     # Found by the chaos test: rows of the step that Ctrl-C cut short (here during its
     # evaluation) were written without the rest of that step.
-    from gradlab.train import _Trainer, train
+    from gradlab.training.loop import _Trainer, train
 
     config = TrainConfig(**TINY_CONFIG)
     reference = load_run(train(config, tmp_path / "reference", quiet=True))

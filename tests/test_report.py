@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from gradlab.bench.report import synthetic_run
 from gradlab.errors import GradlabError
 from gradlab.report import build_report, build_sections
 from gradlab.report.align import align
-from gradlab.report.bench import synthetic_run
 from gradlab.report.data import prepare
 from gradlab.report.downsample import log_codes, minmax_grid, minmax_indices
 from gradlab.store import Run
@@ -223,10 +223,10 @@ def test_report_modules_never_import_torch():
         "        if name == 'torch' or name.startswith('torch.'):\n"
         "            raise ImportError('torch is blocked in this test')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import gradlab.diagnose, gradlab.report\n"
+        "import gradlab.analysis.diagnose, gradlab.report\n"
         "for m in pkgutil.iter_modules(gradlab.report.__path__):\n"
         "    importlib.import_module('gradlab.report.' + m.name)\n"
-        "from gradlab.report.bench import synthetic_run\n"
+        "from gradlab.bench.report import synthetic_run\n"
         "from gradlab.report import build_report\n"
         "build_report([synthetic_run(steps=5, blocks=(1,))], os.path.join(tempfile.mkdtemp(), 'r.html'))\n"
         "assert not any(k == 'torch' or k.startswith('torch.') for k in sys.modules), 'torch imported'\n"

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from gradlab.bench.report import synthetic_run
 from gradlab.report import build_report
-from gradlab.report.bench import synthetic_run
 
 CHROMIUM = os.environ.get("GRADLAB_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("GRADLAB_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gradlab.bench.report import synthetic_run
 from gradlab.errors import GradlabError
 from gradlab.report import build_report
-from gradlab.report.bench import synthetic_run
 from gradlab.report.data import prepare
 from gradlab.report.headline import make_headline
 from gradlab.report.layerpick import layer_filter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradlab.report.bench import synthetic_run
+from gradlab.bench.report import synthetic_run
 from gradlab.report.data import prepare
 from gradlab.report.nonfinite import nonfinite_section
 

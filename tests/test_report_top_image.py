@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
+from gradlab.bench.report import synthetic_run
 from gradlab.report import build_report
-from gradlab.report.bench import synthetic_run
 from gradlab.report.images import main, report_top_image
 
 

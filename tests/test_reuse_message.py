@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gradlab.compare import compare_models
-from gradlab.config import TrainConfig
-from gradlab.experiment import run_experiment
+from gradlab.training.compare import compare_models
+from gradlab.training.config import TrainConfig
+from gradlab.training.experiment import run_experiment
 
 TOML = """
 name = "tiny"

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from gradlab.config import TrainConfig
 from gradlab.errors import GradlabError
 from gradlab.store import load_run
-from gradlab.train import run_dir_for, train
+from gradlab.training.config import TrainConfig
+from gradlab.training.loop import run_dir_for, train
 
 TINY = dict(train_size=256, eval_size=64, batch_size=32, steps=6, eval_every=3, flush_every=2,
             eval_batches=2, device="cpu", record_every=1)
@@ -46,9 +46,9 @@ def test_run_store_holds_every_step_and_layer(tmp_path):
 
 def test_total_norm_matches_a_hand_rerun_of_the_first_step(tmp_path):
     """Rebuild model and first batch by hand; the stored step-0 norm must match autograd's."""
-    from gradlab.data import load_data
-    from gradlab.distributed import GlobalBatchSampler
     from gradlab.models import build_model
+    from gradlab.training.data import load_data
+    from gradlab.training.distributed import GlobalBatchSampler
 
     config = tiny()
     run = load_run(train(config, tmp_path, quiet=True))
@@ -187,7 +187,7 @@ def test_run_directory_name_is_model_and_settings_hash(tmp_path):
 
 
 def test_the_recorded_command_names_gradlab_not_where_it_is_installed():
-    from gradlab.train import command_line
+    from gradlab.training.loop import command_line
 
     assert command_line(["/opt/env/bin/gradlab", "run", "experiments/x.toml"]) == "gradlab run experiments/x.toml"
     assert command_line(["/src/repo/gradlab/__main__.py", "compare", "plain20"]) == "gradlab compare plain20"

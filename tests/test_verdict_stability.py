@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from gradlab.comparison import summarize
-from gradlab.config import TrainConfig
-from gradlab.diagnose import diagnose_run
+from gradlab.analysis.comparison import summarize
+from gradlab.analysis.diagnose import diagnose_run
 from gradlab.store import load_run
-from gradlab.train import train_run
+from gradlab.training.config import TrainConfig
+from gradlab.training.loop import train_run
 
 SMALL = dict(train_size=1000, eval_size=200, batch_size=16, steps=12, record_every=4,
              eval_every=12, eval_batches=2, metrics="all", device="cpu")

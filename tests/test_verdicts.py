@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradlab.diagnose import THRESHOLDS, diagnose_profile, diagnose_run
+from gradlab.analysis.diagnose import THRESHOLDS, diagnose_profile, diagnose_run
 from gradlab.store import Run
 
 

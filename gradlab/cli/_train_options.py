@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from gradlab.config import AMP_MODES, NONFINITE_POLICIES, TrainConfig
+from gradlab.training.config import AMP_MODES, NONFINITE_POLICIES, TrainConfig
 
 
 def train_options(func: Callable) -> Callable:

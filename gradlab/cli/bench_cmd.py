@@ -54,8 +54,8 @@ def bench(spec: str, batch_size: int, input_size: int | None, device: str, amp: 
           --metrics default --metrics all --every 1 --every 10
       gradlab bench tv:resnet50 --batch-size 32 --compile --json bench.json
     """
-    from gradlab.bench import BenchConfig, format_bench, run_bench, write_json
-    from gradlab.preflight import check_output_file
+    from gradlab.bench.overhead import BenchConfig, format_bench, run_bench, write_json
+    from gradlab.training.preflight import check_output_file
 
     check_output_file(json_path, "--json")  # before the benchmark, not after it
 

@@ -29,7 +29,7 @@ def compare(models: tuple[str, ...], out: str, report_path: str | None, rerun: b
       gradlab compare resnet20 resnet56 --data cifar10 --data-dir ~/data --augment
       torchrun --nproc-per-node 2 -m gradlab compare plain34 resnet34
     """
-    from gradlab.compare import compare_models
+    from gradlab.training.compare import compare_models
 
     settings = config_from_options("", options)
     result = compare_models(list(models), settings, out, report=report_path, rerun=rerun, quiet=quiet)

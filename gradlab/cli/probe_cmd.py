@@ -29,10 +29,10 @@ def probe(models: tuple[str, ...], batch_size: int, seed: int, device: str, data
       gradlab probe plain56:norm=none resnet56
       gradlab probe mlp30:act=sigmoid,norm=none mlp30:norm=none --html probe.html
       gradlab probe tv:resnet50
-      gradlab probe mypkg.models:make_net    (your own factory; see gradlab.factory)
+      gradlab probe mypkg.models:make_net    (your own factory; see gradlab.models.factory)
     """
-    from gradlab.probe import format_probe, write_probe_report
-    from gradlab.probe import probe as run_probe
+    from gradlab.training.probe import format_probe, write_probe_report
+    from gradlab.training.probe import probe as run_probe
 
     results = run_probe(list(models), batch_size=batch_size, seed=seed, device=device, data=data,
                         data_dir=data_dir)

@@ -52,8 +52,8 @@ def run(file: str, profile: str, out: str | None, report_path: str | None, plotl
       gradlab run experiments/batchnorm.toml --out runs/bn --report-only
     """
     from gradlab.errors import GradlabError
-    from gradlab.experiment import MAX_GRID_POINTS, run_experiment
-    from gradlab.launch import parse_shard
+    from gradlab.training.experiment import MAX_GRID_POINTS, run_experiment
+    from gradlab.training.launch import parse_shard
 
     if limit is not None and limit <= 0:
         raise GradlabError(f"--limit must be positive, got {limit}")

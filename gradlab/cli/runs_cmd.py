@@ -30,7 +30,7 @@ def runs(directory: str, fmt: str, experiment: str | None, profile: str) -> None
       gradlab runs runs/batchnorm --experiment experiments/batchnorm.toml
     """
     if experiment is not None:
-        from gradlab.experiment import format_grid_status, grid_status, load_experiment
+        from gradlab.training.experiment import format_grid_status, grid_status, load_experiment
 
         points = grid_status(load_experiment(experiment, profile, check=False), directory)
         click.echo(format_grid_status(points, fmt))

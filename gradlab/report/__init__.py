@@ -105,7 +105,7 @@ def _check_out(out: str | os.PathLike[str], *, create: bool = True) -> Path:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all, leaving no temporary file even when killed."""
-    from gradlab.atomic import write_text_atomic
+    from gradlab.common.atomic import write_text_atomic
 
     try:
         write_text_atomic(path, text)

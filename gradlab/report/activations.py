@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gradlab.diagnose import LayerMatrix
+from gradlab.analysis.diagnose import LayerMatrix
 from gradlab.report.data import RunView
 from gradlab.report.profiles import profile_section
 from gradlab.report.style import Section

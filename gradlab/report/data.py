@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.diagnose import LayerMatrix, diagnose_run, layer_matrices, step_series
+from gradlab.analysis.diagnose import LayerMatrix, diagnose_run, layer_matrices, step_series
 from gradlab.errors import GradlabError
 from gradlab.report.align import Alignment, align
 from gradlab.report.style import colour

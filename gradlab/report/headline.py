@@ -6,7 +6,7 @@ Three kinds of report get three kinds of headline:
   experiment has a summary in :mod:`gradlab.report.summaries`): the experiment's finding with
   its key number, and one figure across the grid;
 - a comparison (two or more runs): which run trains better, with held-out accuracy, final
-  loss and the gradient-flow difference, from :func:`gradlab.comparison.compare_runs` (the
+  loss and the gradient-flow difference, from :func:`gradlab.analysis.comparison.compare_runs` (the
   same words the terminal ends with);
 - one run: its held-out accuracy, final loss and verdict.
 
@@ -103,7 +103,7 @@ def make_headline(views: Sequence[RunView], keep: Keep | None) -> Headline:
     facts = [run_facts(v) for v in views]
     if len(views) == 1:
         return Headline(run_text(facts[0]), [], lead_sections(views, keep), kind="run")
-    from gradlab.comparison import compare_runs
+    from gradlab.analysis.comparison import compare_runs
 
     result = compare_runs([v.run for v in views])
     return Headline(result.headline, result.lines, lead_sections(views, keep), kind="comparison")

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from gradlab.diagnose import LayerMatrix
+from gradlab.analysis.diagnose import LayerMatrix
 from gradlab.report.data import RunView
 
 _WEIGHT_TYPE = re.compile(r"conv|linear", re.IGNORECASE)

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.io as pio
 
 from gradlab._version import __version__
-from gradlab.diagnose import THRESHOLDS, VERDICTS, thresholds_dict
+from gradlab.analysis.diagnose import THRESHOLDS, VERDICTS, thresholds_dict
 from gradlab.report.data import RunView
 from gradlab.report.style import Section, fmt_num, htext
 

@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gradlab.diagnose import PHASES, LayerMatrix, phase_windows, window_profile
+from gradlab.analysis.diagnose import PHASES, LayerMatrix, phase_windows, window_profile
 from gradlab.report.align import axis_ticks, common_segments
 from gradlab.report.data import RunView
 from gradlab.report.style import Section, base_layout, ptext, value_text

@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gradlab.diagnose import diagnose_profile, model_traits
+from gradlab.analysis.diagnose import diagnose_profile, model_traits
 from gradlab.report.data import RunView
 from gradlab.report.facts import RunFacts, num, run_facts
 from gradlab.report.headline import Headline

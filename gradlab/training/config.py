@@ -65,7 +65,7 @@ class TrainConfig:
 
         Every number is checked for its type and range (counts up to generous maxima, rates
         finite), and the training length is given at most one way: steps or epochs, not both
-        (neither: a length sized for the device, see ``gradlab.train.DEFAULT_STEPS``).
+        (neither: a length sized for the device, see ``gradlab.training.loop.DEFAULT_STEPS``).
         """
         _positive("batch_size", self.batch_size, "--batch-size 64", MAX_BATCH)
         if self.steps is not None and self.epochs is not None:

@@ -8,7 +8,7 @@ its points into the shared output directory; the report is built afterwards from
 
 Ray (``--launcher ray``) submits one task per grid point that has no finished run yet, each
 asking for ``cpus`` CPUs and ``gpus`` GPUs, to a local Ray instance or to an existing
-cluster (``address``). Every task runs the same :func:`gradlab.train.train` as a serial run,
+cluster (``address``). Every task runs the same :func:`gradlab.training.loop.train` as a serial run,
 so run ids and recorded values are the same. A failed point is reported; running the same
 command again retries only the points without a finished run.
 
@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradlab.config import TrainConfig
+import gradlab
 from gradlab.errors import GradlabError, first_line
+from gradlab.training.config import TrainConfig
 
 RAY_INSTALL = "pip install 'gradlab[ray]'"
 
@@ -86,7 +87,7 @@ def run_with_ray(
 
     ray = _import_ray()
     from gradlab.store import find_finished_run
-    from gradlab.train import resolve_device, resolve_settings, run_id
+    from gradlab.training.loop import resolve_device, resolve_settings, run_id
 
     say = progress or (lambda message: print(message, file=sys.stderr))
     # A CPU run's thread count is part of its identity: fix it to what each task gets (Ray
@@ -132,7 +133,7 @@ def run_with_ray(
 
 def _train_point(config: TrainConfig, out: str, rerun: bool) -> str:
     """One grid point, in a Ray worker: exactly what a serial run does for it."""
-    from gradlab.train import train
+    from gradlab.training.loop import train
 
     return str(train(config, out, rerun=rerun, quiet=True))
 
@@ -154,7 +155,7 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
             ray.init(address=address, log_to_driver=False)
         else:
             # Workers import this very gradlab: put its folder on their path.
-            here = str(Path(__file__).resolve().parent.parent)
+            here = str(Path(gradlab.__file__).resolve().parent.parent)
             path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"PYTHONPATH": path}})

@@ -1,6 +1,6 @@
 """Scale check of the run store: write and read N per-layer records, with time, size and memory.
 
-Run as ``python -m gradlab.store_bench 10000000``. The records look like a training run's:
+Run as ``python -m gradlab.bench.store 10000000``. The records look like a training run's:
 150 layers x 9 metrics per recorded step, appended and flushed every 25 steps as the trainer
 does by default (``--steps-per-flush``), or handed over as one frame (``--one-frame``).
 The write and the read each run in a fresh child process, so that each phase's peak resident
@@ -118,7 +118,7 @@ def _read_phase(path: Path) -> dict[str, Any]:
 
 
 def _child(args: list[str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "gradlab.store_bench", *args],
+    out = subprocess.run([sys.executable, "-m", "gradlab.bench.store", *args],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -145,7 +145,7 @@ def bench_store(rows: int, *, steps_per_flush: int = 25, one_frame: bool = False
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gradlab.store_bench",
+    parser = argparse.ArgumentParser(prog="python -m gradlab.bench.store",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("rows", type=int, nargs="?", default=10_000_000)
     parser.add_argument("--steps-per-flush", type=int, default=25)

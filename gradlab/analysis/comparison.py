@@ -9,8 +9,8 @@ with), one summary line per run, and the figures behind them.
   A gap smaller than ``min_acc_gap`` (or than the spread of the seeds, where several seeds of
   one model are given) is called a tie.
 - **Why** looks, in this order, for a difference in run verdicts (non-finite, vanishing or
-  exploding dL/dh, collapsed representations: :mod:`gradlab.diagnose`,
-  :mod:`gradlab.collapse`), and says plainly when the norms do not explain the gap.
+  exploding dL/dh, collapsed representations: :mod:`gradlab.analysis.diagnose`,
+  :mod:`gradlab.analysis.collapse`), and says plainly when the norms do not explain the gap.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.collapse import CLASS_METRIC, FORWARD_METRIC, similarity_findings
-from gradlab.diagnose import diagnose_run, run_had_nonfinite, step_series
+from gradlab.analysis.collapse import CLASS_METRIC, FORWARD_METRIC, similarity_findings
+from gradlab.analysis.diagnose import diagnose_run, run_had_nonfinite, step_series
 
 #: Run verdicts from the most to the least severe.
 RUN_VERDICTS = ("non-finite", "exploding", "vanishing", "stalled", "collapsed", "borderline", "healthy",
@@ -149,7 +149,7 @@ def summarize(run: Any) -> RunSummary:
 def _run_verdict(meta: dict[str, Any], flow: pd.DataFrame, findings: list[dict[str, Any]]) -> tuple[str, str]:
     """The run's verdict: non-finite if any step was; else the most severe verdict of the last
     phase among the dL/dh profile and the collapse finding."""
-    from gradlab.collapse import finding_words
+    from gradlab.analysis.collapse import finding_words
 
     if run_had_nonfinite(meta) or (len(flow) and (flow["verdict"] == "non-finite").any()):
         first = meta.get("nonfinite_first") if isinstance(meta.get("nonfinite_first"), dict) else {}

@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradlab.config import TrainConfig
+from gradlab.common.names import safe_slug
 from gradlab.errors import GradlabError
-from gradlab.names import safe_slug
+from gradlab.training.config import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -173,15 +173,15 @@ def run_experiment(
     the first point starts. ``shard=(K, N)`` runs the K-th of N deterministic parts of the
     grid and writes no report (returns ``None`` for it); ``report_only`` trains nothing and
     builds the report from the finished runs in ``out``; ``launcher="ray"`` trains the points
-    as Ray tasks (see :mod:`gradlab.launch`).
+    as Ray tasks (see :mod:`gradlab.training.launch`).
     """
-    from gradlab.launch import shard_points
-    from gradlab.preflight import check_output_dir, check_output_file
+    from gradlab.training.launch import shard_points
+    from gradlab.training.preflight import check_output_dir, check_output_file
 
     if launcher not in ("serial", "ray"):
         raise GradlabError(f"--launcher must be serial or ray, got {launcher!r}")
     if launcher == "ray":
-        from gradlab.launch import _import_ray
+        from gradlab.training.launch import _import_ray
 
         _import_ray()  # says how to install it before any other work
     experiment = load_experiment(path, profile, overrides, limit=limit, max_points=max_points,
@@ -197,7 +197,7 @@ def run_experiment(
         check_output_file(report_path, "--report")
     configs = shard_points(experiment.configs, shard)
     if launcher == "ray":
-        from gradlab.launch import run_with_ray
+        from gradlab.training.launch import run_with_ray
 
         run_dirs, failures = run_with_ray(configs, out, address=address, workers=workers,
                                           cpus=cpus_per_point, gpus=gpus_per_point, rerun=rerun,
@@ -210,7 +210,7 @@ def run_experiment(
                 "finished run"
             )
     else:
-        from gradlab.train import train_run
+        from gradlab.training.loop import train_run
 
         outcomes = [train_run(config, out, rerun=rerun, quiet=quiet) for config in configs]
         run_dirs = [o.path for o in outcomes]
@@ -307,7 +307,7 @@ def _table(doc: dict, key: str, where: str) -> dict:
 
 def _config(values: dict[str, Any], where: str, check: bool = True) -> TrainConfig:
     """Build and check one run's settings: types, choices, model spec, clipping, schedule."""
-    from gradlab.preflight import check_run
+    from gradlab.training.preflight import check_run
 
     config = TrainConfig.from_dict(values, where)
     for f in dataclasses.fields(TrainConfig):

@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gradlab import distributed
 from gradlab._version import __version__
-from gradlab.config import TrainConfig
 from gradlab.errors import GradlabError
+from gradlab.training import distributed
+from gradlab.training.config import TrainConfig
 
 DEFAULT_OUT = "runs"
 
@@ -200,10 +200,10 @@ class _Trainer:
     """Everything one run builds, and the loop over its steps."""
 
     def __init__(self, config: TrainConfig, device: torch.device, dist_info: distributed.DistInfo):
-        from gradlab.clipping import parse_clip
-        from gradlab.data import load_data
         from gradlab.models import build_model, parse_spec
-        from gradlab.optim import make_optimizer, make_scheduler
+        from gradlab.training.clipping import parse_clip
+        from gradlab.training.data import load_data
+        from gradlab.training.optim import make_optimizer, make_scheduler
 
         self.config, self.device, self.dist = config, device, dist_info
         self.model_spec = str(parse_spec(config.model))
@@ -504,7 +504,7 @@ def meanfield_prediction(model: nn.Module, input_size: tuple[int, ...]) -> list[
     """The mean-field prediction of dL/dh per layer, relative to the last layer, for reports to
     draw beside the measurement; ``None`` where the theory does not apply (normalisation,
     shortcuts) or the model cannot be traced."""
-    from gradlab.meanfield import predict_profile
+    from gradlab.theory.meanfield import predict_profile
 
     try:
         frame = predict_profile(model, input_size)
@@ -514,7 +514,7 @@ def meanfield_prediction(model: nn.Module, input_size: tuple[int, ...]) -> list[
 
 
 def _progress(total: int, disable: bool, label: str):
-    from gradlab.progress import progress
+    from gradlab.training.progress import progress
 
     return progress(total, label, disable=disable)
 

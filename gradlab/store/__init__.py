@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gradlab.errors import GradlabError, first_line, terminal_safe
-from gradlab.legacy_metrics import rename_legacy_metrics
+from gradlab.store.legacy import rename_legacy_metrics
 
 #: Version of the on-disk layout, written to ``meta.json`` as ``store_format``.
 STORE_FORMAT = 1

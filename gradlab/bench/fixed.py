@@ -8,7 +8,7 @@ other processes hits all alike; a round is ``steps`` steps of every arm, and an 
 for a round is its median step time. Printed: per model, the median over rounds of
 arm / bare, with the min-max over rounds.
 
-    OMP_NUM_THREADS=1 python -m gradlab.bench_fixed --rounds 9 --steps 30
+    OMP_NUM_THREADS=1 python -m gradlab.bench.fixed --rounds 9 --steps 30
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gradlab.config import TrainConfig
 from gradlab.errors import GradlabError
+from gradlab.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    from gradlab.comparison import Comparison
+    from gradlab.analysis.comparison import Comparison
 
 
 @dataclasses.dataclass
@@ -24,7 +24,7 @@ class CompareResult:
 
     def summary(self) -> str:
         """The terminal's closing summary: a line per run, the verdict, where the report is."""
-        from gradlab.comparison import format_comparison
+        from gradlab.analysis.comparison import format_comparison
 
         lines = [f"run: {path}" for path in self.run_dirs]
         if self.comparison is not None:
@@ -64,10 +64,10 @@ def compare_models(
     quiet: bool = False,
 ) -> CompareResult:
     """:func:`compare`, returning the comparison verdict and which runs were reused as well."""
-    from gradlab import distributed
     from gradlab.models import parse_spec
-    from gradlab.preflight import check_output_dir, check_output_file, check_run
-    from gradlab.train import train_run
+    from gradlab.training import distributed
+    from gradlab.training.loop import train_run
+    from gradlab.training.preflight import check_output_dir, check_output_file, check_run
 
     if len(models) < 1:
         raise GradlabError("give at least one model spec, e.g. gradlab compare plain34 resnet34")
@@ -85,7 +85,7 @@ def compare_models(
         return CompareResult(None, run_dirs, reused, None)
     report_path = Path(report) if report is not None else Path(out) / _report_name(models)
     runs = _load(run_dirs)
-    from gradlab.comparison import compare_runs
+    from gradlab.analysis.comparison import compare_runs
 
     comparison = compare_runs(runs, reused=reused)
     return CompareResult(_write(runs, report_path), run_dirs, reused, comparison)

@@ -329,7 +329,7 @@ def steps_per_round(config: BenchConfig) -> int:
 
 
 def _resolve_device(name: str) -> torch.device:
-    from gradlab.train import resolve_device
+    from gradlab.training.loop import resolve_device
 
     return resolve_device(name)
 
@@ -362,7 +362,7 @@ class _Bench:
         if config.input_size is not None:
             height = width = config.input_size
         self.input_shape = (config.batch_size, channels, height, width)
-        from gradlab.preflight import check_model_fits
+        from gradlab.training.preflight import check_model_fits
 
         # Before anything is allocated: a model too large is one line with its size.
         check_model_fits(config.spec, config.batch_size, (channels, height, width),
@@ -806,7 +806,7 @@ def frame_scale(values: int = 10_000_000, layers: int = 500, progress: Callable[
 def _frame_main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m gradlab.bench",
+    parser = argparse.ArgumentParser(prog="python -m gradlab.bench.overhead",
                                      description="Time GradientRecorder.to_frame() on many recorded values.")
     parser.add_argument("--values", type=int, default=10_000_000)
     parser.add_argument("--layers", type=int, default=500)

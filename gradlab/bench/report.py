@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m gradlab.report.bench                       # ResNet-152-like, 10,000 steps
-    python -m gradlab.report.bench --steps 2000 --runs 2
+    python -m gradlab.bench.report                       # ResNet-152-like, 10,000 steps
+    python -m gradlab.bench.report --steps 2000 --runs 2
 
 The generated run has the module names of a ResNet-152 (``layer<S>.<B>.convK``), every layer
 metric on its convolutional and linear layers, and the per-step metrics of a clipped run
@@ -218,7 +218,7 @@ def browser_seconds(path: str | os.PathLike[str], chromium: str = "/usr/bin/chro
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gradlab.report.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gradlab.bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--out", default=None, help="where to write the report (default: a temp dir)")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from gradlab.diagnose import (
+from gradlab.analysis.diagnose import (
     LayerMatrix,
     layer_matrices,
     layer_positions,

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gradlab.config import TrainConfig
 from gradlab.errors import GradlabError
+from gradlab.training.config import TrainConfig
 
 #: Bytes per float32 element: weights, gradients, optimizer state and activations.
 _FLOAT_BYTES = 4
@@ -29,11 +29,11 @@ def check_run(config: TrainConfig) -> None:
     schedule, the optimizer, the dataset (its files, unless they may be downloaded), the
     device, and that the model, its training state and one batch fit in memory here.
     """
-    from gradlab.clipping import parse_clip
-    from gradlab.data import check_data_args, check_data_files, data_shape
     from gradlab.models import parse_spec
-    from gradlab.optim import OPTIMIZERS, lr_factor_fn
-    from gradlab.train import resolve_device
+    from gradlab.training.clipping import parse_clip
+    from gradlab.training.data import check_data_args, check_data_files, data_shape
+    from gradlab.training.loop import resolve_device
+    from gradlab.training.optim import OPTIMIZERS, lr_factor_fn
 
     config.validate()
     parse_spec(config.model)
@@ -50,7 +50,7 @@ def check_run(config: TrainConfig) -> None:
     elif config.train_size is not None:
         train_images = min(train_images, config.train_size)
     if config.epochs is not None:
-        from gradlab.config import MAX_STEPS
+        from gradlab.training.config import MAX_STEPS
 
         steps = math.ceil(config.epochs * train_images / config.batch_size)
         if steps > MAX_STEPS:
@@ -116,7 +116,7 @@ def estimate_bytes(config: TrainConfig) -> tuple[int, int] | None:
     """(bytes the model needs in training, bytes the data needs) for a run, estimated without
     allocating: the network is built on PyTorch's ``meta`` device (shapes, no storage) and one
     batch is passed through it to count the activations. ``None`` where it cannot be built so."""
-    from gradlab.data import data_shape
+    from gradlab.training.data import data_shape
 
     input_size, classes, _ = data_shape(config.data)
     model = _model_elements(config.model, classes, input_size, config.batch_size)
@@ -129,7 +129,7 @@ def estimate_bytes(config: TrainConfig) -> tuple[int, int] | None:
     model_bytes = _FLOAT_BYTES * (params * (2 + state) + 2 * activations)
     data_bytes = 0
     if config.data == "synthetic":  # generated in memory, both splits
-        from gradlab.data import SYNTHETIC_EVAL_SIZE, SYNTHETIC_TRAIN_SIZE
+        from gradlab.training.data import SYNTHETIC_EVAL_SIZE, SYNTHETIC_TRAIN_SIZE
 
         images = (config.train_size or SYNTHETIC_TRAIN_SIZE) + (config.eval_size or SYNTHETIC_EVAL_SIZE)
         data_bytes = images * (math.prod(input_size) * _FLOAT_BYTES + 8)

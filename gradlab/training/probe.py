@@ -50,25 +50,25 @@ def probe(
     """Probe each model on one batch of ``data`` at initialisation.
 
     A model is a zoo spec (``resnet56``, ``mlp30:act=sigmoid``), a torchvision name
-    (``tv:resnet50``) or a user's factory (``package.module:function``, see gradlab.factory).
+    (``tv:resnet50``) or a user's factory (``package.module:function``, see gradlab.models.factory).
     """
-    from gradlab.data import load_data
-    from gradlab.diagnose import diagnose_run
+    from gradlab.analysis.diagnose import diagnose_run
     from gradlab.models import build_model, parse_spec
     from gradlab.recorder import GradientRecorder
-    from gradlab.train import resolve_device
+    from gradlab.training.data import load_data
+    from gradlab.training.loop import resolve_device
 
     if not models:
         raise GradlabError("give at least one model spec, e.g. gradlab probe plain56:norm=none resnet56")
     if batch_size <= 0:
         raise GradlabError(f"batch size must be positive, got {batch_size}: pass e.g. --batch-size 64")
-    from gradlab.factory import build_from_factory, is_factory_spec, probe_loss
+    from gradlab.models.factory import build_from_factory, is_factory_spec, probe_loss
 
     # refuse bad specs before any work
     specs = [m.strip() if is_factory_spec(m) else str(parse_spec(m)) for m in models]
     dev = resolve_device(device)
-    from gradlab.data import data_shape
-    from gradlab.preflight import check_model_fits
+    from gradlab.training.data import data_shape
+    from gradlab.training.preflight import check_model_fits
 
     input_size, classes, _ = data_shape(data) if data in _KNOWN_DATA else ((3, 32, 32), None, 0)
     for spec in specs:  # a model too large for memory is refused before any is built
@@ -122,8 +122,8 @@ def probe(
 
 def _meanfield(spec: str, model: nn.Module, on_data: bool, input_size: tuple[int, ...]) -> Any:
     """The mean-field prediction; for a user's model only on image data, and only if it traces."""
-    from gradlab.factory import is_factory_spec
-    from gradlab.train import meanfield_prediction
+    from gradlab.models.factory import is_factory_spec
+    from gradlab.training.loop import meanfield_prediction
 
     if not is_factory_spec(spec):
         return meanfield_prediction(model, input_size)
@@ -137,8 +137,8 @@ def _meanfield(spec: str, model: nn.Module, on_data: bool, input_size: tuple[int
 
 def format_probe(results: list[ProbeResult], max_rows: int = 200) -> str:
     """The printed form: per-layer norms, first-to-last ratios and the diagnosis."""
-    from gradlab.collapse import finding_words, similarity_findings
-    from gradlab.diagnose import format_diagnosis
+    from gradlab.analysis.collapse import finding_words, similarity_findings
+    from gradlab.analysis.diagnose import format_diagnosis
 
     blocks = []
     for r in results:

@@ -1,0 +1,1 @@
+"""Theory: what mean-field propagation predicts for a network's gradient at initialisation."""
