@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab.errors import GradlabError, first_line
+from gradlab.training.device import resolve_device
 
 AMP_MODES = ("none", "bf16", "fp16")
 METRIC_SETS = ("default", "all")
@@ -328,12 +329,6 @@ def steps_per_round(config: BenchConfig) -> int:
     return period * math.ceil(10 / period)
 
 
-def _resolve_device(name: str) -> torch.device:
-    from gradlab.training.loop import resolve_device
-
-    return resolve_device(name)
-
-
 def _sync(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
@@ -356,7 +351,7 @@ class _Bench:
         from gradlab.models import build_model, native_input_size
 
         self.config, self.progress = config, progress
-        self.device = _resolve_device(config.device)
+        self.device = resolve_device(config.device)
         self.sync = _sync(self.device)
         channels, height, width = native_input_size(config.spec)
         if config.input_size is not None:

@@ -8,16 +8,66 @@ and earlier leftovers of that kind for the same target are removed on the next w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int = 0o644) -> Path:
     """Replace ``path`` with ``text`` (UTF-8) atomically; raises ``OSError`` when it cannot."""
+    return write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> Path:
+    """Replace ``path`` with ``data`` atomically and durably; raises ``OSError`` when it cannot."""
     path = Path(path)
-    data = text.encode("utf-8")
+    path = _write_bytes(path, data, mode)
+    fsync_dir(path.parent)
+    return path
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` for writers that need a file name.
+
+    For libraries that write to a path themselves (Parquet, a browser's screenshot). When the
+    block ends normally the file is synced and renamed over ``path``, and the rename made
+    durable; when it raises (Ctrl-C included) the temporary file is removed. A process killed
+    inside the block leaves a hidden ``.NAME.XXXXXXXX.tmp`` that readers skip and the next
+    write of ``path`` removes.
+    """
+    path = Path(path)
+    _remove_leftovers(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename inside the directory ``path`` durable (a no-op where that cannot be done)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_bytes(path: Path, data: bytes, mode: int) -> Path:
     _remove_leftovers(path)
     fd = _unnamed_file(path.parent)
     if fd is None:

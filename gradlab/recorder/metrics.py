@@ -1,6 +1,7 @@
-"""Metric names, the metric sets, and which modules count as which kind of activation.
+"""The recorder's view of the metrics: which modules count as which kind of activation.
 
-The names are part of the data model: the store, the reports and the diagnosis read them.
+The names and sets are those of :mod:`gradlab.common.metrics`, the schema every layer reads;
+they are re-exported here because the recorder's users import them from here.
 """
 
 from __future__ import annotations
@@ -10,62 +11,33 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from gradlab.errors import GradlabError
-
-# Per-layer metrics.
-GRAD_NORM = "grad_norm"
-WEIGHT_NORM = "weight_norm"
-UPDATE_RATIO = "update_ratio"
-ACT_GRAD_NORM = "act_grad_norm"
-ACT_MEAN = "act_mean"
-ACT_STD = "act_std"
-ACT_ZERO_FRAC = "act_zero_frac"  # fraction of output elements exactly 0 (was stored as act_dead_frac)
-ACT_DEAD_UNITS = "act_dead_units"  # fraction of units that are 0 for every example of the batch
-ACT_DEAD_UNITS_RUN = "act_dead_units_run"  # ... and at every recorded step so far
-ACT_SATURATED_FRAC = "act_saturated_frac"
-ACT_COS = "act_cos"  # mean pairwise cosine of the per-example outputs across the batch
-ACT_GRAD_COS = "act_grad_cos"  # the same of dL/dh
-ACT_GRAD_COS_CLASS = "act_grad_cos_class"  # the same of dL/dh, over same-label pairs only
-GRAD_NONFINITE = "grad_nonfinite"
-
-# Per-step metrics.
-TOTAL_GRAD_NORM = "total_grad_norm"
-SKIPPED = "skipped"  # only in optimizer mode, for a step the GradScaler skipped
-
-#: Per-layer metrics, in the order their columns are laid out (and rows are sorted).
-LAYER_METRICS: tuple[str, ...] = (
-    GRAD_NORM,
-    WEIGHT_NORM,
-    UPDATE_RATIO,
-    ACT_GRAD_NORM,
-    ACT_MEAN,
-    ACT_STD,
-    ACT_ZERO_FRAC,
+# The names and sets come from the torch-free schema, shared with the store, diagnosis and report.
+from gradlab.common.metrics import (  # noqa: F401  (re-exported: the recorder's public names)
+    ACT_COS,
     ACT_DEAD_UNITS,
     ACT_DEAD_UNITS_RUN,
-    ACT_SATURATED_FRAC,
-    ACT_COS,
     ACT_GRAD_COS,
     ACT_GRAD_COS_CLASS,
+    ACT_GRAD_METRICS,
+    ACT_GRAD_NORM,
+    ACT_MEAN,
+    ACT_SATURATED_FRAC,
+    ACT_STD,
+    ACT_ZERO_FRAC,
+    ACTIVATION_METRICS,
+    DEFAULT_METRICS,
     GRAD_NONFINITE,
+    GRAD_NORM,
+    LAYER_METRICS,
+    PARAM_METRICS,
+    SKIPPED,
+    TOTAL_GRAD_NORM,
+    UPDATE_RATIO,
+    WEIGHT_NORM,
 )
-#: Per-step metrics that ``metrics=`` may name.
-STEP_METRICS: tuple[str, ...] = (TOTAL_GRAD_NORM,)
-ALL_METRICS: tuple[str, ...] = LAYER_METRICS + STEP_METRICS
-#: The default set: cheap, needs no forward hooks. A NaN or inf in a layer's gradient already
-#: makes its grad_norm non-finite, so the first non-finite step is found without the exact count
-#: (grad_nonfinite), which costs more passes over the gradients than the norms themselves.
-DEFAULT_METRICS: tuple[str, ...] = (GRAD_NORM, WEIGHT_NORM, TOTAL_GRAD_NORM)
-
-#: Metrics read from parameters and their ``.grad`` after backward.
-PARAM_METRICS = frozenset({GRAD_NORM, WEIGHT_NORM, UPDATE_RATIO, GRAD_NONFINITE, TOTAL_GRAD_NORM})
-#: Metrics that need forward hooks (and, for ACT_GRAD_NORM, tensor hooks).
-ACTIVATION_METRICS = frozenset({
-    ACT_GRAD_NORM, ACT_MEAN, ACT_STD, ACT_ZERO_FRAC, ACT_DEAD_UNITS, ACT_DEAD_UNITS_RUN, ACT_SATURATED_FRAC,
-    ACT_COS, ACT_GRAD_COS, ACT_GRAD_COS_CLASS,
-})
-#: Metrics taken from dL/dh at layer outputs (need a tensor hook on the output).
-ACT_GRAD_METRICS = frozenset({ACT_GRAD_NORM, ACT_GRAD_COS, ACT_GRAD_COS_CLASS})
+from gradlab.common.metrics import RECORDER_METRICS as ALL_METRICS
+from gradlab.common.metrics import RECORDER_STEP_METRICS as STEP_METRICS  # noqa: F401
+from gradlab.errors import GradlabError
 
 #: Activation modules whose outputs are exactly 0 on a dead unit: act_zero_frac, act_dead_units
 #: and act_dead_units_run are recorded for them.

@@ -87,7 +87,8 @@ def run_with_ray(
 
     ray = _import_ray()
     from gradlab.store import find_finished_run
-    from gradlab.training.loop import resolve_device, resolve_settings, run_id
+    from gradlab.training.device import resolve_device
+    from gradlab.training.loop import resolve_settings, run_id
 
     say = progress or (lambda message: print(message, file=sys.stderr))
     # A CPU run's thread count is part of its identity: fix it to what each task gets (Ray

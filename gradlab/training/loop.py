@@ -30,6 +30,7 @@ from gradlab._version import __version__
 from gradlab.errors import GradlabError
 from gradlab.training import distributed
 from gradlab.training.config import TrainConfig
+from gradlab.training.device import device_name, resolve_device
 
 DEFAULT_OUT = "runs"
 
@@ -48,19 +49,6 @@ _STEP_FIELDS = (
     "clip_fired",
     "nonfinite",
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when available, else the CPU; anything else must exist here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GradlabError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GradlabError(f"device {name!r} asked for but CUDA is not available: use --device cpu or auto")
-    return device
 
 
 def resolve_settings(config: TrainConfig, device: torch.device | None = None) -> TrainConfig:
@@ -273,7 +261,7 @@ class _Trainer:
             "model": self.model_spec,
             "spec": config.to_dict(),
             "seed": config.seed,
-            "device": _device_name(self.device),
+            "device": device_name(self.device),
             "world_size": self.dist.world_size,
             "versions": {
                 "python": platform.python_version(),
@@ -517,12 +505,6 @@ def _progress(total: int, disable: bool, label: str):
     from gradlab.training.progress import progress
 
     return progress(total, label, disable=disable)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def _git_revision() -> str | None:

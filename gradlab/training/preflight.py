@@ -32,7 +32,7 @@ def check_run(config: TrainConfig) -> None:
     from gradlab.models import parse_spec
     from gradlab.training.clipping import parse_clip
     from gradlab.training.data import check_data_args, check_data_files, data_shape
-    from gradlab.training.loop import resolve_device
+    from gradlab.training.device import resolve_device
     from gradlab.training.optim import OPTIMIZERS, lr_factor_fn
 
     config.validate()

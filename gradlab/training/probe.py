@@ -56,7 +56,7 @@ def probe(
     from gradlab.models import build_model, parse_spec
     from gradlab.recorder import GradientRecorder
     from gradlab.training.data import load_data
-    from gradlab.training.loop import resolve_device
+    from gradlab.training.device import resolve_device
 
     if not models:
         raise GradlabError("give at least one model spec, e.g. gradlab probe plain56:norm=none resnet56")
