@@ -1,9 +1,10 @@
 """How the store writes a file: whole or not at all, durably, with a one-line error.
 
-Both kinds of file go through :mod:`gradlab.common.atomic`: the content is synced under a
-hidden ``.NAME.XXXXXXXX.tmp`` (which readers skip and the next write removes) and renamed
-over its final name, and the rename is synced too. A process killed at any moment leaves each
-file either complete or absent.
+Both kinds of file go through :mod:`gradlab.common.atomic`: the content is written and synced
+before it gets its final name by a rename, and the rename is synced too. meta.json is written
+to an unnamed file; a part, which pyarrow writes to a path, to a hidden
+``.NAME.XXXXXXXX.tmp`` that readers skip and the next write of that name removes. A process
+killed at any moment leaves each file either complete or absent.
 """
 
 from __future__ import annotations
