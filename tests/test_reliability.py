@@ -151,14 +151,24 @@ def test_a_second_writer_is_refused_naming_the_first_process(tmp_path):
 
 def test_a_run_finished_by_another_process_meanwhile_is_kept(tmp_path, monkeypatch):
     import gradlab.store
+    import gradlab.training.loop
     from gradlab.training.loop import train
 
     config = TrainConfig(**TINY_CONFIG)
     path = train(config, tmp_path, quiet=True)
     finished_at = json.loads((path / "meta.json").read_text())["finished_at"]
     # As if this process looked for a finished run just before the other one finished it.
-    monkeypatch.setattr(gradlab.store, "find_finished_run", lambda root, run_id: None)
+    # The loop finds it through the package (an import inside the function) or by a name of
+    # its own (a module-level import): both are replaced, and the test checks one was used.
+    looked = []
+
+    def not_found_yet(root, run_id):
+        looked.append(run_id)
+
+    monkeypatch.setattr(gradlab.store, "find_finished_run", not_found_yet)
+    monkeypatch.setattr(gradlab.training.loop, "find_finished_run", not_found_yet, raising=False)
     assert train(config, tmp_path, quiet=True) == path
+    assert looked, "the loop did not look for a finished run through the replaced function"
     assert json.loads((path / "meta.json").read_text())["finished_at"] == finished_at
 
 
@@ -187,10 +197,10 @@ def test_ctrl_c_during_a_flush_never_duplicates_rows(tmp_path, monkeypatch, defa
 
 
 def test_meta_json_never_claims_more_steps_than_the_parts_hold(tmp_path, monkeypatch):
-    import gradlab.store
+    import gradlab.store.writer
     from gradlab.training.loop import train
 
-    original = gradlab.store._write_parquet_atomic
+    original = gradlab.store.writer.write_parquet
     writes = {"n": 0}
 
     def dies_on_the_third_part(table, path):
@@ -199,7 +209,7 @@ def test_meta_json_never_claims_more_steps_than_the_parts_hold(tmp_path, monkeyp
             raise RuntimeError("killed")
         original(table, path)
 
-    monkeypatch.setattr(gradlab.store, "_write_parquet_atomic", dies_on_the_third_part)
+    monkeypatch.setattr(gradlab.store.writer, "write_parquet", dies_on_the_third_part)
     with pytest.raises(RuntimeError, match="killed"):
         train(TrainConfig(**TINY_CONFIG), tmp_path, quiet=True)
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -408,6 +409,38 @@ def test_run_id_is_stable_across_key_order_and_changes_with_values():
          f"from gradlab.store import run_id_for; print(run_id_for({b!r}))"],
         capture_output=True, text=True, env=subprocess_env(), check=True)
     assert out.stdout.strip() == run_id_for(a)
+
+
+def test_run_id_hashes_the_canonical_json_of_odd_values_as_written_by_hand():
+    # Settings may hold numpy scalars, paths, sets, tuples, non-finite floats and non-ASCII
+    # text; the id of such a run must not move when the JSON helpers are reorganised.
+    spec = {"u": "caf\u00e9", "s": {"z", "y"}, "p": Path("runs/x"), "inf": float("inf"),
+            "b": {"y": np.float32(0.5), "x": float("nan")}, "a": (1, np.int64(2))}
+    text = '{"a":[1,2],"b":{"x":null,"y":0.5},"inf":null,"p":"runs/x","s":["y","z"],"u":"caf\\u00e9"}'
+    assert run_id_for(spec) == hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
+
+
+def test_labels_beyond_int16_codes_and_differing_part_dictionaries_read_back(tmp_path):
+    import pyarrow.parquet as pq
+
+    # Two parts with different label dictionaries (overlapping in one label) and more labels
+    # in all than int16 codes can number: the reader widens its codes and merges dictionaries.
+    first = [f"block{i}" for i in range(20_000)]
+    second = [f"block{i}" for i in range(20_000, 33_000)] + ["block5"]
+    path = tmp_path / "run"
+    with RunWriter(path, {}) as writer:
+        for step, names in enumerate((first, second)):
+            writer.append_layers(pd.DataFrame({"step": step, "layer": names, "depth": 0,
+                                               "metric": "grad_norm", "value": 1.0}))
+            writer.flush()
+    run = load_run(path)
+    parts = sorted((path / "layers").glob("part-*.parquet"))
+    assert len(parts) == 2
+    reference = pd.concat([pq.read_table(part).to_pandas() for part in parts], ignore_index=True)
+    assert run.layers["layer"].astype(str).tolist() == reference["layer"].astype(str).tolist()
+    assert run.layers["layer"].astype(str).tolist() == first + second
+    assert run.layers["step"].tolist() == [0] * len(first) + [1] * len(second)
+    assert run.layers["layer"].nunique() == 33_000
 
 
 def test_find_finished_run_picks_only_a_finished_run_with_that_id(tmp_path):

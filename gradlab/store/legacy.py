@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-LEGACY_ZERO_FRAC = "act_dead_frac"
-ZERO_FRAC = "act_zero_frac"
-DEAD_UNITS = "act_dead_units"
+from gradlab.common import metrics as M
+
+ZERO_FRAC = M.ACT_ZERO_FRAC
+DEAD_UNITS = M.ACT_DEAD_UNITS
+#: The old name of today's zero fraction, as the schema's table of legacy names has it.
+(LEGACY_ZERO_FRAC,) = (old for old, new in M.LEGACY_NAMES.items() if new == ZERO_FRAC)
 
 
 def rename_legacy_metrics(layers: pd.DataFrame) -> pd.DataFrame:
