@@ -103,7 +103,7 @@ class Walk:
             act = self.activation
             layer.labels.append(act if isinstance(act, str) else getattr(act, "__name__", "custom"))
             return self.override, ()
-        layer.labels.extend(label(op) for op in self.pending) if self.pending else layer.labels.append("identity")
+        layer.labels.extend([label(op) for op in self.pending] or ["identity"])
         # Kinks of the op that acts on h itself; later ops see transformed values.
         kinks = kinks_of(self.pending[0]) if self.pending else ()
         return _compose([replay(op) for op in self.pending]), kinks
