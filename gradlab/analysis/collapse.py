@@ -32,16 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from gradlab.analysis.diagnose import (
-    LayerMatrix,
-    layer_matrices,
-    layer_positions,
-    phase_windows,
-    window_profile,
-)
+from gradlab.analysis.grids import LayerMatrix, layer_matrices
+from gradlab.analysis.phases import phase_windows, window_profile
+from gradlab.analysis.traits import WEIGHT_TYPE, layer_positions
+from gradlab.common import metrics as M
 
-FORWARD_METRIC = "act_cos"
-CLASS_METRIC = "act_grad_cos_class"
+#: The label-free forward signal, reported beside the verdict.
+FORWARD_METRIC = M.ACT_COS
+#: The signal that decides: same-class dL/dh cosine.
+CLASS_METRIC = M.ACT_GRAD_COS_CLASS
 METRICS = (FORWARD_METRIC, CLASS_METRIC)
 
 
@@ -71,8 +70,7 @@ def _upper_rows(m: LayerMatrix, meta: dict[str, Any], t: CollapseThresholds,
         types = {str(e.get("name")): str(e.get("type", "")) for e in meta.get("layers") or []
                  if isinstance(e, dict)}
         if types:
-            is_weight = np.array([("conv" in types.get(n, "").lower() or "linear" in types.get(n, "").lower())
-                                  for n in m.layers])
+            is_weight = np.array([bool(WEIGHT_TYPE.search(types.get(n, ""))) for n in m.layers])
             if (keep & is_weight).any():
                 keep &= is_weight
     return np.flatnonzero(keep)

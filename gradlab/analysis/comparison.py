@@ -22,8 +22,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.analysis.collapse import CLASS_METRIC, FORWARD_METRIC, similarity_findings
-from gradlab.analysis.diagnose import diagnose_run, run_had_nonfinite, step_series
+from gradlab.analysis.collapse import CLASS_METRIC, FORWARD_METRIC, finding_words, similarity_findings
+from gradlab.analysis.diagnose import diagnose_run
+from gradlab.analysis.grids import step_series
+from gradlab.analysis.phase_stats import run_had_nonfinite
+from gradlab.common import metrics as M
+
+# Held-out accuracy: the training loop's evaluation writes it to the step table; the metric
+# schema does not list it (it is no recorder or per-step trainer metric).
+_EVAL_ACC = "eval_acc"
 
 #: Run verdicts from the most to the least severe.
 RUN_VERDICTS = ("non-finite", "exploding", "vanishing", "stalled", "collapsed", "borderline", "healthy",
@@ -78,18 +85,18 @@ class Comparison:
 
 
 def _final_loss(series: dict) -> float:
-    if "loss" not in series:
+    if M.LOSS not in series:
         return float("nan")
-    _, v = series["loss"]
+    _, v = series[M.LOSS]
     tail = v[-max(1, len(v) // 10):]
     tail = tail[np.isfinite(tail)]
     return float(tail.mean()) if tail.size else float("nan")
 
 
 def _first_loss(series: dict) -> float:
-    if "loss" not in series:
+    if M.LOSS not in series:
         return float("nan")
-    _, v = series["loss"]
+    _, v = series[M.LOSS]
     head = v[:max(1, len(v) // 10)]
     head = head[np.isfinite(head)]
     return float(head.mean()) if head.size else float("nan")
@@ -103,7 +110,7 @@ def _last(series: dict, name: str) -> float:
 
 
 def _flow_metric(diag: pd.DataFrame) -> str | None:
-    for metric in ("act_grad_norm", "grad_norm"):
+    for metric in M.PROFILE_SIGNALS:
         if (diag["metric"] == metric).any():
             return metric
     return None
@@ -119,7 +126,7 @@ def summarize(run: Any) -> RunSummary:
     summary = RunSummary(
         name=run.name, model=str(meta.get("model") or run.name), seed=meta.get("seed"),
         status=str(getattr(run, "status", meta.get("status"))), verdict="no-data", why="",
-        eval_acc=_last(series, "eval_acc"), final_loss=_final_loss(series), first_loss=_first_loss(series),
+        eval_acc=_last(series, _EVAL_ACC), final_loss=_final_loss(series), first_loss=_first_loss(series),
         chance=1.0 / classes if isinstance(classes, int) and classes > 0 else float("nan"),
         steps_done=meta.get("steps_done"), wall_time_s=meta.get("wall_time_s"),
         nonfinite_first=meta.get("nonfinite_first") if isinstance(meta.get("nonfinite_first"), dict) else None,
@@ -149,8 +156,6 @@ def summarize(run: Any) -> RunSummary:
 def _run_verdict(meta: dict[str, Any], flow: pd.DataFrame, findings: list[dict[str, Any]]) -> tuple[str, str]:
     """The run's verdict: non-finite if any step was; else the most severe verdict of the last
     phase among the dL/dh profile and the collapse finding."""
-    from gradlab.analysis.collapse import finding_words
-
     if run_had_nonfinite(meta) or (len(flow) and (flow["verdict"] == "non-finite").any()):
         first = meta.get("nonfinite_first") if isinstance(meta.get("nonfinite_first"), dict) else {}
         where = f"at step {first['step']}" if first.get("step") is not None else ""
