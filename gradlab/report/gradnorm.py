@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 from gradlab.report.downsample import minmax_indices
 from gradlab.report.style import Section, base_layout, ptext
@@ -17,11 +18,11 @@ MAX_EVENTS = 1000
 
 def _total(view: RunView) -> tuple[np.ndarray, np.ndarray, str] | None:
     """The norm to draw: before clipping when the trainer logged it, else the recorder's."""
-    for metric, what in (("clip_norm_before", "total norm before clipping"),
-                         ("total_grad_norm", "total gradient norm")):
+    for metric, what in ((M.CLIP_NORM_BEFORE, "total norm before clipping"),
+                         (M.TOTAL_GRAD_NORM, M.label(M.TOTAL_GRAD_NORM))):
         if metric in view.series:
             return (*view.series[metric], what)
-    m = view.matrices.get("grad_norm")
+    m = view.matrices.get(M.GRAD_NORM)
     if m is None:
         return None
     sq = np.where(m.present & np.isfinite(m.values), m.values, 0.0) ** 2
@@ -70,17 +71,17 @@ def gradnorm_section(views: Sequence[RunView]) -> Section:
         zeros = int((values == 0).sum())
         if zeros:
             section.notes.append(f"{view.label}: {zeros} steps with a total norm of exactly 0.0 (underflow).")
-        if "clip_threshold" in view.series:
-            ts, tv = view.series["clip_threshold"]
+        if M.CLIP_THRESHOLD in view.series:
+            ts, tv = view.series[M.CLIP_THRESHOLD]
             ok = np.isfinite(tv) & (tv > 0)
             if ok.any():
                 fig.add_trace(series_trace(view, ts[ok], tv[ok], name=f"{view.label} threshold",
                                            dash="dash", what="clip threshold", show_legend=False))
-        fired = _events(view, "clip_fired")
+        fired = _events(view, M.CLIP_FIRED)
         if fired.size:
             at = np.interp(fired, steps, np.nan_to_num(values, nan=0.0, posinf=0.0))
-            if "clip_norm_before" in view.series:
-                bs, bv = view.series["clip_norm_before"]
+            if M.CLIP_NORM_BEFORE in view.series:
+                bs, bv = view.series[M.CLIP_NORM_BEFORE]
                 at = bv[np.searchsorted(bs, fired).clip(0, len(bs) - 1)]
             fs, fv = _thin(fired, at)
             fig.add_trace(go.Scatter(
@@ -90,7 +91,7 @@ def gradnorm_section(views: Sequence[RunView]) -> Section:
                                "norm before %{y:.4g}<extra></extra>"),
             ))
             section.notes.append(f"{view.label}: clipping fired on {fired.size} steps.")
-        bad = np.union1d(_events(view, "nonfinite"), _events(view, "skipped"))
+        bad = np.union1d(_events(view, M.NONFINITE), _events(view, M.SKIPPED))
         nonfinite_norm = steps[~np.isfinite(values)]
         bad = np.union1d(bad, nonfinite_norm)
         if bad.size:
@@ -109,7 +110,7 @@ def gradnorm_section(views: Sequence[RunView]) -> Section:
         fig.add_hline(y=top, line=dict(color="#c0c", dash="dot", width=1),
                       annotation_text="non-finite / skipped", annotation_position="top left",
                       annotation_font_size=10)
-    fig.update_yaxes(type="log", title_text="total gradient norm", exponentformat="power")
+    fig.update_yaxes(type="log", title_text=M.label(M.TOTAL_GRAD_NORM), exponentformat="power")
     fig.update_xaxes(title_text="step")
     base_layout(fig, height=420)
     section.figure = fig

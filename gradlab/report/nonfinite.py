@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 from gradlab.report.style import Section, base_layout, ptext
 
-_SOURCES = ("grad_norm", "act_grad_norm", "grad_nonfinite")
+_SOURCES = (M.GRAD_NORM, M.ACT_GRAD_NORM, M.GRAD_NONFINITE)
 
 
 def first_nonfinite(view: RunView) -> dict[str, tuple[int, int]]:
@@ -20,7 +21,7 @@ def first_nonfinite(view: RunView) -> dict[str, tuple[int, int]]:
         m = view.matrices.get(metric)
         if m is None:
             continue
-        if metric == "grad_nonfinite":
+        if metric == M.GRAD_NONFINITE:
             bad = m.present & np.isfinite(m.values) & (m.values > 0)
         else:
             bad = m.present & ~np.isfinite(m.values)

@@ -18,6 +18,7 @@ import plotly.io as pio
 
 from gradlab._version import __version__
 from gradlab.analysis.diagnose import THRESHOLDS, VERDICTS, thresholds_dict
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 from gradlab.report.style import Section, fmt_num, htext
 
@@ -42,7 +43,7 @@ th{background:#f0f0f0} td.num{text-align:right;font-variant-numeric:tabular-nums
 .lines{color:#444;font-size:.92em;margin:.2em 0 .6em 1.2em;padding:0}
 """
 
-_SIGNAL = {"grad_norm": "weight gradients (grad_norm)", "act_grad_norm": "dL/dh (act_grad_norm)"}
+_SIGNAL = {M.GRAD_NORM: f"weight gradients ({M.GRAD_NORM})", M.ACT_GRAD_NORM: f"dL/dh ({M.ACT_GRAD_NORM})"}
 
 
 def flatten(settings: Any, prefix: str = "") -> dict[str, str]:
@@ -147,7 +148,7 @@ def _diagnosis_panel(views: Sequence[RunView], open_summary: bool = True) -> str
             summary.append(f"<li>{_swatch(v)}: no gradient norms recorded.</li>")
             continue
         order = sorted(range(len(d)), key=lambda i: (rank.get(d["verdict"].iat[i], 9),
-                                                     d["metric"].iat[i] != "act_grad_norm"))
+                                                     d["metric"].iat[i] != M.ACT_GRAD_NORM))
         worst = d.iloc[order[0]]
         advice: dict[str, str] = {}
         for i in order:
