@@ -24,6 +24,7 @@ from plotly.offline import get_plotlyjs
 from gradlab.common import metrics as M
 from gradlab.common.atomic import write_text_atomic
 from gradlab.errors import GradlabError
+from gradlab.report import page  # called as page.render, so a test can replace the renderer
 from gradlab.report.activations import activations_section
 from gradlab.report.data import prepare
 from gradlab.report.gradnorm import gradnorm_section
@@ -31,7 +32,6 @@ from gradlab.report.headline import make_headline
 from gradlab.report.heatmaps import heatmap_section
 from gradlab.report.layerpick import layer_filter
 from gradlab.report.nonfinite import nonfinite_section
-from gradlab.report.page import render
 from gradlab.report.profiles import profile_section
 from gradlab.report.training import training_section
 from gradlab.store import load_run
@@ -160,8 +160,8 @@ def build_report(runs: Sequence[Any], out: str | os.PathLike[str], *, title: str
     if title is None:
         names = [v.label for v in views]
         title = ("gradlab report: " + names[0]) if len(names) == 1 else "gradlab comparison: " + " vs ".join(names)
-    page = render(title, views, sections, _plotlyjs_tag(plotlyjs, path), headline=headline)
-    _write_atomic(path, page)
+    html = page.render(title, views, sections, _plotlyjs_tag(plotlyjs, path), headline=headline)
+    _write_atomic(path, html)
     return path
 
 
