@@ -1,5 +1,7 @@
 """The gallery index: links each report present, with its description and finding, escaped."""
 
+import pytest
+
 from gradlab.report.gallery import build_index
 
 
@@ -30,3 +32,14 @@ def test_index_shows_the_picture_and_the_headline_sentence(tmp_path):
     page = build_index(reports, experiments).read_text()
     assert '<img src="images/alpha.png"' in page
     assert "<p class=finding>Plain nets lose 0.393 decades per layer (ratio 4.7e-9).</p>" in page
+
+
+def test_an_index_that_cannot_be_written_leaves_no_temporary_file(tmp_path):
+    reports, experiments = tmp_path / "reports", tmp_path / "experiments"
+    reports.mkdir(), experiments.mkdir()
+    (experiments / "a.toml").write_text('name = "alpha"\n')
+    (reports / "alpha.html").write_text("<html></html>")
+    (reports / "index.html").mkdir()  # a directory where the index should go: the rename fails
+    with pytest.raises(OSError):
+        build_index(reports, experiments)
+    assert sorted(p.name for p in reports.iterdir()) == ["alpha.html", "index.html"]

@@ -35,3 +35,14 @@ def test_missing_report_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("Error: report ") and "\n" not in err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.browser
+def test_a_picture_that_cannot_be_written_leaves_no_temporary_file(tmp_path):
+    runs = [synthetic_run(steps=12, blocks=(1, 1), name="a", clip=None)]
+    report = build_report(runs, tmp_path / "r.html")
+    target = tmp_path / "img" / "top.png"
+    target.mkdir(parents=True)  # a directory where the picture should go: the rename fails
+    with pytest.raises(OSError):
+        report_top_image(report, target, width=800)
+    assert [p.name for p in target.parent.iterdir()] == ["top.png"] and target.is_dir()

@@ -19,7 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from plotly.offline import get_plotlyjs
+
+from gradlab.common import metrics as M
+from gradlab.common.atomic import write_text_atomic
 from gradlab.errors import GradlabError
+from gradlab.report import page  # called as page.render, so a test can replace the renderer
+from gradlab.report.activations import activations_section
+from gradlab.report.data import prepare
+from gradlab.report.gradnorm import gradnorm_section
+from gradlab.report.headline import make_headline
+from gradlab.report.heatmaps import heatmap_section
+from gradlab.report.layerpick import layer_filter
+from gradlab.report.nonfinite import nonfinite_section
+from gradlab.report.profiles import profile_section
+from gradlab.report.training import training_section
+from gradlab.store import load_run
 
 __all__ = ["build_report", "report_from_dirs", "build_sections", "PLOTLYJS_MODES", "PLOTLYJS_FILE"]
 
@@ -34,34 +49,26 @@ def build_sections(views: Sequence[Any], *, all_layers: bool = False,
     ``all_layers`` draws every recorded layer in the profiles and heatmaps instead of the
     weight layers only; ``skip`` leaves out sections by key (those already drawn at the top).
     """
-    from gradlab.report.activations import activations_section
-    from gradlab.report.gradnorm import gradnorm_section
-    from gradlab.report.heatmaps import heatmap_section
-    from gradlab.report.layerpick import layer_filter
-    from gradlab.report.nonfinite import nonfinite_section
-    from gradlab.report.profiles import profile_section
-    from gradlab.report.training import training_section
-
     keep = layer_filter(all_layers)
     which = "every recorded layer" if all_layers else "the layers with weights (convolutions and linear layers)"
     makers = [
         ("training", lambda: training_section(views)),
         ("profiles", lambda: profile_section(
-            views, [("grad_norm", "weight-gradient norm"), ("act_grad_norm", "dL/dh norm")], keep=keep,
+            views, [(M.GRAD_NORM, M.label(M.GRAD_NORM)), (M.ACT_GRAD_NORM, M.label(M.ACT_GRAD_NORM))], keep=keep,
             key="profiles", title="Depth profiles at initialisation, early and late",
             intro="Norm against the position in the network, runs overlaid and aligned by stage and "
                   "block (so a plain net and its residual twin line up), drawn over " + which + ". "
                   "A line that falls toward the left is a gradient vanishing toward the input; early "
                   "and late profiles are per-layer medians over their steps.")),
         ("flow-grad", lambda: heatmap_section(
-            views, "grad_norm", key="flow-grad", unit="weight-gradient norm (log10)", keep=keep,
+            views, M.GRAD_NORM, key="flow-grad", unit=f"{M.label(M.GRAD_NORM)} (log10)", keep=keep,
             title="Gradient flow: weight-gradient norm per layer and step",
             intro="Colour = log10 of each layer's weight-gradient norm (input at the bottom). A dark "
                   "band along the bottom rows is a gradient that vanishes before it reaches the "
                   "input; grey cells are exact zeros (underflow), magenta cells NaN/inf. All runs "
                   "share one colour scale.")),
         ("flow-act", lambda: heatmap_section(
-            views, "act_grad_norm", key="flow-act", unit="dL/dh norm (log10)", keep=keep,
+            views, M.ACT_GRAD_NORM, key="flow-act", unit=f"{M.label(M.ACT_GRAD_NORM)} (log10)", keep=keep,
             title="Gradient flow: back-propagated dL/dh per layer and step",
             intro="Colour = log10 of the norm of the gradient with respect to each layer's output. "
                   "Weight gradients can look flat while this signal shrinks toward the input, so "
@@ -69,7 +76,7 @@ def build_sections(views: Sequence[Any], *, all_layers: bool = False,
         ("gradnorm", lambda: gradnorm_section(views)),
         ("activations", lambda: activations_section(views)),
         ("updates", lambda: heatmap_section(
-            views, "update_ratio", key="updates", unit="update / weight norm (log10)", keep=keep,
+            views, M.UPDATE_RATIO, key="updates", unit=f"{M.label(M.UPDATE_RATIO)} (log10)", keep=keep,
             title="Update-to-weight ratio per layer over time",
             intro="Colour = log10 of |step update| / |weights| per layer. Around 1e-3 is a common "
                   "rule of thumb; far below it a layer barely learns (often the layers a vanishing "
@@ -105,8 +112,6 @@ def _check_out(out: str | os.PathLike[str], *, create: bool = True) -> Path:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all, leaving no temporary file even when killed."""
-    from gradlab.common.atomic import write_text_atomic
-
     try:
         write_text_atomic(path, text)
     except BaseException as exc:
@@ -117,8 +122,6 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _plotlyjs_tag(mode: str, out: Path) -> str:
-    from plotly.offline import get_plotlyjs
-
     if mode == "embed":
         return f"<script type='text/javascript' charset='utf-8'>{get_plotlyjs()}</script>"
     beside = out.parent / PLOTLYJS_FILE
@@ -143,11 +146,6 @@ def build_report(runs: Sequence[Any], out: str | os.PathLike[str], *, title: str
     :mod:`gradlab.report.headline`); ``all_layers`` draws every recorded layer in the depth
     profiles and heatmaps instead of the weight layers only. Returns the path written.
     """
-    from gradlab.report.data import prepare
-    from gradlab.report.headline import make_headline
-    from gradlab.report.layerpick import layer_filter
-    from gradlab.report.page import render
-
     if plotlyjs not in PLOTLYJS_MODES:
         raise GradlabError(f"plotlyjs must be one of {', '.join(PLOTLYJS_MODES)}, got {plotlyjs!r}")
     runs = list(runs)
@@ -162,16 +160,14 @@ def build_report(runs: Sequence[Any], out: str | os.PathLike[str], *, title: str
     if title is None:
         names = [v.label for v in views]
         title = ("gradlab report: " + names[0]) if len(names) == 1 else "gradlab comparison: " + " vs ".join(names)
-    page = render(title, views, sections, _plotlyjs_tag(plotlyjs, path), headline=headline)
-    _write_atomic(path, page)
+    html = page.render(title, views, sections, _plotlyjs_tag(plotlyjs, path), headline=headline)
+    _write_atomic(path, html)
     return path
 
 
 def report_from_dirs(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
                      title: str | None = None, plotlyjs: str = "embed", all_layers: bool = False) -> Path:
     """Load run directories and write their report (what ``gradlab report`` calls)."""
-    from gradlab.store import load_run
-
     if not run_dirs:
         raise GradlabError("give at least one run directory, e.g. gradlab report runs/resnet56 -o r.html")
     _check_out(out, create=False)  # refuse a bad output before reading anything

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gradlab.analysis.diagnose import LayerMatrix
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 from gradlab.report.profiles import profile_section
 from gradlab.report.style import Section
@@ -28,22 +29,23 @@ def _responses(view: RunView, m: LayerMatrix) -> np.ndarray:
 
 
 def _keep(view: RunView, m: LayerMatrix) -> np.ndarray:
-    return _responses(view, m) if m.metric == "act_std" else np.ones(len(m.layers), dtype=bool)
+    return _responses(view, m) if m.metric == M.ACT_STD else np.ones(len(m.layers), dtype=bool)
 
 
 def activations_section(views: Sequence[RunView]) -> Section:
     """Dead fraction, saturated fraction and response std against aligned depth, init and late."""
     return profile_section(
         views,
-        [("act_dead_units", "dead units (ReLU units 0 for every example)"),
-         ("act_saturated_frac", "saturated fraction (sigmoid/tanh)"),
-         ("act_std", "std of layer responses")],
+        # The axis titles say more than the schema's labels: which activations each applies to.
+        [(M.ACT_DEAD_UNITS, f"{M.label(M.ACT_DEAD_UNITS)} (ReLU units 0 for every example)"),
+         (M.ACT_SATURATED_FRAC, f"{M.label(M.ACT_SATURATED_FRAC)} (sigmoid/tanh)"),
+         (M.ACT_STD, M.label(M.ACT_STD))],
         key="activations", title="Activation statistics per layer",
         intro=("Dotted: at initialisation; solid: late in training. A high saturated fraction "
                "explains a vanishing gradient in sigmoid/tanh networks; many dead units cut a "
                "ReLU network's gradient. The std of responses (outputs of the norm layers, "
                "before the addition) is the ResNet paper's Fig. 7: smaller in residual nets "
                "than in plain ones."),
-        phases=("init", "late"), log_y={"act_dead_units": False, "act_saturated_frac": False, "act_std": None},
+        phases=("init", "late"), log_y={M.ACT_DEAD_UNITS: False, M.ACT_SATURATED_FRAC: False, M.ACT_STD: None},
         keep=_keep, by_phase_columns=False,
     )

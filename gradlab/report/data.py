@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 
 from gradlab.analysis.diagnose import LayerMatrix, diagnose_run, layer_matrices, step_series
+from gradlab.common import metrics as M
 from gradlab.errors import GradlabError
 from gradlab.report.align import Alignment, align
 from gradlab.report.style import colour
 
 #: Layer metrics the report draws (others stay unread).
 REPORT_METRICS = (
-    "grad_norm", "act_grad_norm", "update_ratio", "act_dead_units", "act_saturated_frac",
-    "act_std", "grad_nonfinite", "act_cos", "act_grad_cos_class",
+    M.GRAD_NORM, M.ACT_GRAD_NORM, M.UPDATE_RATIO, M.ACT_DEAD_UNITS, M.ACT_SATURATED_FRAC,
+    M.ACT_STD, M.GRAD_NONFINITE, M.ACT_COS, M.ACT_GRAD_COS_CLASS,
 )
 
 

@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 
 #: The signal a headline quotes first: dL/dh when recorded, else the weight gradients.
-SIGNALS = ("act_grad_norm", "grad_norm")
-SIGNAL_WORDS = {"act_grad_norm": "dL/dh", "grad_norm": "dL/dW"}
+SIGNALS = M.PROFILE_SIGNALS
+#: Shorter than the schema's labels: a headline names the gradient, not its norm.
+SIGNAL_WORDS = {M.ACT_GRAD_NORM: "dL/dh", M.GRAD_NORM: "dL/dW"}
 
 
 @dataclass
@@ -49,8 +51,8 @@ def run_facts(view: RunView) -> RunFacts:
     if "eval_acc" in view.series:
         acc, acc_step = _last_finite(*view.series["eval_acc"])
     loss, n = math.nan, 0
-    if "loss" in view.series:
-        values = view.series["loss"][1]
+    if M.LOSS in view.series:
+        values = view.series[M.LOSS][1]
         values = values[np.isfinite(values)]
         if values.size:
             n = int(min(50, max(1, values.size // 10)))

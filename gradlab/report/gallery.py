@@ -15,6 +15,10 @@ import re
 import sys
 from pathlib import Path
 
+from gradlab.common.atomic import write_text_atomic
+from gradlab.errors import GradlabError
+from gradlab.report.images import report_images
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -83,17 +87,11 @@ def build_index(reports_dir: str | Path, experiments_dir: str | Path) -> Path:
         + "".join(rows) + "</ul></body></html>"
     )
     out = reports_dir / "index.html"
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_text_atomic(out, page)
 
 
 def build_gallery(reports_dir: str | Path, experiments_dir: str | Path, *, images: bool = True) -> Path:
     """Take the picture of each experiment report (unless ``images`` is False) and write the index."""
-    from gradlab.errors import GradlabError
-    from gradlab.report.images import report_images
-
     reports_dir = Path(reports_dir)
     if not reports_dir.is_dir():
         raise GradlabError(f"{reports_dir} is not a directory of reports; pass the folder that holds them")

@@ -18,22 +18,19 @@ collapsed representation that the norms miss), and the loss and accuracy curves.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
+from gradlab.analysis.comparison import compare_runs
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 from gradlab.report.facts import SIGNAL_WORDS, RunFacts, num, run_facts
 from gradlab.report.layerpick import Keep
+from gradlab.report.lead import Headline
+from gradlab.report.profiles import profile_section
 from gradlab.report.style import Section
+from gradlab.report.summaries import experiment_summary
+from gradlab.report.training import training_section
 
-
-@dataclass
-class Headline:
-    """What the report opens with: the sentence(s), supporting lines and the lead figures."""
-
-    text: str
-    lines: list[str] = field(default_factory=list)
-    sections: list[Section] = field(default_factory=list)
-    kind: str = "comparison"  # "experiment", "comparison" or "run"
+__all__ = ["Headline", "lead_sections", "make_headline", "run_text"]
 
 
 def _profile_words(f: RunFacts, phase: str) -> str:
@@ -66,23 +63,20 @@ def run_text(f: RunFacts) -> str:
 
 def lead_sections(views: Sequence[RunView], keep: Keep | None) -> list[Section]:
     """The figures under a comparison's or a run's headline: the profile and the curves."""
-    from gradlab.report.profiles import profile_section
-    from gradlab.report.training import training_section
-
-    signal = next((s for s in ("act_grad_norm", "grad_norm") if any(s in v.matrices for v in views)), None)
+    signal = next((s for s in M.PROFILE_SIGNALS if any(s in v.matrices for v in views)), None)
     out = []
     if signal is not None:
-        what = "dL/dh norm" if signal == "act_grad_norm" else "weight-gradient norm"
+        what = M.label(signal)
         out.append(profile_section(
             views, [(signal, what)], key="headline-profile", phases=("init", "late"), keep=keep,
             title=f"Where the gradient goes: {what} per layer, at init and late",
             intro="Each run's norm against its position in the network (input on the left), on "
                   "shared axes. A line falling toward the left is a gradient that vanishes "
                   "before it reaches the input."))
-    if any("act_grad_cos_class" in v.matrices for v in views):
+    if any(M.ACT_GRAD_COS_CLASS in v.matrices for v in views):
         out.append(profile_section(
-            views, [("act_grad_cos_class", "same-class dL/dh cosine")], key="headline-collapse",
-            phases=("init", "late"), keep=keep, log_y={"act_grad_cos_class": False},
+            views, [(M.ACT_GRAD_COS_CLASS, M.label(M.ACT_GRAD_COS_CLASS))], key="headline-collapse",
+            phases=("init", "late"), keep=keep, log_y={M.ACT_GRAD_COS_CLASS: False},
             title="Does each layer still depend on its input? Same-class gradient cosine per layer",
             intro="The mean cosine of dL/dh between examples of the same class. Near 1, every "
                   "example of a class gets the same gradient: the layers above no longer depend "
@@ -95,15 +89,11 @@ def lead_sections(views: Sequence[RunView], keep: Keep | None) -> list[Section]:
 
 def make_headline(views: Sequence[RunView], keep: Keep | None) -> Headline:
     """The headline and lead figures of a report on ``views``."""
-    from gradlab.report.summaries import experiment_summary
-
     summary = experiment_summary(views)
     if summary is not None:
         return summary
     facts = [run_facts(v) for v in views]
     if len(views) == 1:
         return Headline(run_text(facts[0]), [], lead_sections(views, keep), kind="run")
-    from gradlab.analysis.comparison import compare_runs
-
     result = compare_runs([v.run for v in views])
     return Headline(result.headline, result.lines, lead_sections(views, keep), kind="comparison")

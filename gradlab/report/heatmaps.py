@@ -9,12 +9,14 @@ Input layers are at the bottom, the output at the top.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from gradlab.analysis.diagnose import LayerMatrix
 from gradlab.report.data import RunView
 from gradlab.report.downsample import Grid, log_codes, minmax_grid
 from gradlab.report.layerpick import Keep, subset
@@ -83,29 +85,14 @@ def heatmap_section(views: Sequence[RunView], metric: str, *, key: str, title: s
     :mod:`gradlab.report.layerpick`); None keeps all.
     """
     section = Section(key, title, intro)
-    grids = []
-    for view in views:
-        m = view.matrices.get(metric)
-        if m is None or not m.present.any():
-            continue
-        if keep is not None:
-            m = subset(m, keep(view, m))
-            if not m.present.any():
-                continue
-        grids.append((view, m, minmax_grid(log_codes(m.values, m.present), max_rows, max_cols)))
+    grids = _grids(views, metric, keep, max_rows, max_cols)
     missing = [v.label for v in views if v.label not in {g[0].label for g in grids}]
     if not grids:
         section.notes.append(f"No run recorded {metric}: nothing to draw.")
         return section
     if missing:
         section.notes.append(f"Not recorded ({metric}) in: {', '.join(missing)}.")
-    finite = np.concatenate([g.z[np.isfinite(g.z)] for _, _, g in grids])
-    zmin, zmax = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
-    if zmax - zmin < 1e-9:
-        zmin, zmax = zmin - 0.5, zmax + 0.5
-    band = max(0.3, 0.06 * (zmax - zmin))
-    cmin, cmax = zmin - band, zmax + band
-    ticks = log_ticks(zmin, zmax)
+    scale = _ColourRange.of(grids)
     small = len(grids) > MAX_SINGLE
     ncols = min(GRID_COLS, len(grids)) if small else 1
     nrows = -(-len(grids) // ncols)
@@ -115,26 +102,7 @@ def heatmap_section(views: Sequence[RunView], metric: str, *, key: str, title: s
                                         for v, _, _ in grids])
     for i, (view, m, grid) in enumerate(grids):
         row, col = i // ncols + 1, i % ncols + 1
-        z = grid.z.copy()
-        z[z == -np.inf] = cmin
-        z[z == np.inf] = cmax
-        with np.errstate(over="ignore"):
-            raw = np.where(np.isfinite(grid.z), 10.0 ** grid.z, np.nan)
-        raw[grid.z == -np.inf] = 0.0
-        raw[grid.z == np.inf] = np.inf
-        how = "min|max of a bucket" if grid.paired else "value"
-        fig.add_trace(
-            go.Heatmap(
-                x=_columns(m.steps, grid),
-                y=_row_labels(m.layers, m.depths, grid.row_starts),
-                z=z.astype(np.float32),
-                customdata=raw.astype(np.float32),
-                coloraxis="coloraxis",
-                hovertemplate=(f"<b>{ptext(view.label)}</b><br>layer %{{y}}<br>step %{{x}}<br>"
-                               f"{ptext(metric)} ({how}) %{{customdata:.3e}}<extra></extra>"),
-            ),
-            row=row, col=col,
-        )
+        fig.add_trace(_heatmap(view, m, grid, metric, scale), row=row, col=col)
         fig.update_yaxes(title_text=None if small else "layer (depth name)", row=row, col=col,
                          automargin=not small, tickfont=dict(size=9), type="category",
                          showticklabels=not small)
@@ -145,18 +113,85 @@ def heatmap_section(views: Sequence[RunView], metric: str, *, key: str, title: s
                 f"{len(grid.row_starts)} rows x {len(grid.col_starts)} step buckets; each bucket "
                 "is two columns, its minimum then its maximum, so spikes and dips stay visible."
             )
-    tickvals = [cmin + band / 2, *ticks, cmax - band / 2]
-    ticktext = ["underflow (0.0)", *(decade_label(k) for k in ticks), "non-finite"]
     if small:
         section.notes.append(f"{len(grids)} runs as small multiples on one colour scale; input at the "
                              "bottom of each panel, layer names in the hover.")
     base_layout(fig, height=(SMALL_HEIGHT if small else ROW_HEIGHT) * nrows + 90, legend=False)
     if small:
         fig.update_annotations(font_size=10)
-    fig.update_layout(coloraxis=dict(
-        colorscale=_colour_scale(cmin, cmax, band), cmin=cmin, cmax=cmax,
-        colorbar=dict(title=dict(text=ptext(unit), side="right"), tickvals=tickvals,
-                      ticktext=ticktext, len=min(1.0, 0.9 if nrows == 1 else 1.0)),
-    ))
+    fig.update_layout(coloraxis=scale.colour_axis(unit, nrows))
     section.figure = fig
     return section
+
+
+def _grids(views: Sequence[RunView], metric: str, keep: Keep | None, max_rows: int,
+           max_cols: int) -> list[tuple[RunView, LayerMatrix, Grid]]:
+    """The runs that recorded ``metric`` on a kept layer, with their bucketed log10 grids."""
+    grids = []
+    for view in views:
+        m = view.matrices.get(metric)
+        if m is None or not m.present.any():
+            continue
+        if keep is not None:
+            m = subset(m, keep(view, m))
+            if not m.present.any():
+                continue
+        grids.append((view, m, minmax_grid(log_codes(m.values, m.present), max_rows, max_cols)))
+    return grids
+
+
+@dataclass
+class _ColourRange:
+    """The shared colour scale: the data's log10 range, with an underflow and a non-finite
+    band of width ``band`` below and above it."""
+
+    zmin: float
+    zmax: float
+    band: float
+
+    @classmethod
+    def of(cls, grids: Sequence[tuple[RunView, LayerMatrix, Grid]]) -> _ColourRange:
+        finite = np.concatenate([g.z[np.isfinite(g.z)] for _, _, g in grids])
+        zmin, zmax = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+        if zmax - zmin < 1e-9:
+            zmin, zmax = zmin - 0.5, zmax + 0.5
+        return cls(zmin, zmax, max(0.3, 0.06 * (zmax - zmin)))
+
+    @property
+    def cmin(self) -> float:
+        return self.zmin - self.band
+
+    @property
+    def cmax(self) -> float:
+        return self.zmax + self.band
+
+    def colour_axis(self, unit: str, nrows: int) -> dict:
+        ticks = log_ticks(self.zmin, self.zmax)
+        tickvals = [self.cmin + self.band / 2, *ticks, self.cmax - self.band / 2]
+        ticktext = ["underflow (0.0)", *(decade_label(k) for k in ticks), "non-finite"]
+        return dict(
+            colorscale=_colour_scale(self.cmin, self.cmax, self.band), cmin=self.cmin, cmax=self.cmax,
+            colorbar=dict(title=dict(text=ptext(unit), side="right"), tickvals=tickvals,
+                          ticktext=ticktext, len=min(1.0, 0.9 if nrows == 1 else 1.0)),
+        )
+
+
+def _heatmap(view: RunView, m: LayerMatrix, grid: Grid, metric: str, scale: _ColourRange) -> go.Heatmap:
+    """One run's heatmap: zeros and NaN/inf coloured as the bands, raw values in the hover."""
+    z = grid.z.copy()
+    z[z == -np.inf] = scale.cmin
+    z[z == np.inf] = scale.cmax
+    with np.errstate(over="ignore"):
+        raw = np.where(np.isfinite(grid.z), 10.0 ** grid.z, np.nan)
+    raw[grid.z == -np.inf] = 0.0
+    raw[grid.z == np.inf] = np.inf
+    how = "min|max of a bucket" if grid.paired else "value"
+    return go.Heatmap(
+        x=_columns(m.steps, grid),
+        y=_row_labels(m.layers, m.depths, grid.row_starts),
+        z=z.astype(np.float32),
+        customdata=raw.astype(np.float32),
+        coloraxis="coloraxis",
+        hovertemplate=(f"<b>{ptext(view.label)}</b><br>layer %{{y}}<br>step %{{x}}<br>"
+                       f"{ptext(metric)} ({how}) %{{customdata:.3e}}<extra></extra>"),
+    )

@@ -10,7 +10,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from gradlab.common.atomic import write_bytes_atomic
 from gradlab.errors import GradlabError
+from gradlab.report.browser import chromium, open_drawn
 
 #: CSS selector of the figure a picture shows: the first figure under the headline.
 HEADLINE_FIGURE = "section[id^='sec-'] .plot"
@@ -18,8 +20,6 @@ HEADLINE_FIGURE = "section[id^='sec-'] .plot"
 
 def report_images(reports: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write ``<out_dir>/<report name>.png`` of each report's headline figure; return the paths."""
-    from gradlab.report.browser import chromium, open_drawn
-
     reports = [Path(r) for r in reports]
     for report in reports:
         if not report.is_file():
@@ -37,12 +37,11 @@ def report_images(reports: Sequence[str | os.PathLike[str]], out_dir: str | os.P
             driver.execute_script("arguments[0].scrollIntoView();"
                                   "document.querySelectorAll('.modebar').forEach(m => m.style.display = 'none');",
                                   figure)
-            target = out / f"{report.stem}.png"
-            tmp = target.with_name(f".{target.name}.tmp.png")
-            if not figure.screenshot(str(tmp)):
+            # Taken as bytes and written whole: no temporary picture to leave behind.
+            png = figure.screenshot_as_png
+            if not png:
                 raise GradlabError(f"{report}: Chromium could not take the picture")
-            tmp.replace(target)
-            written.append(target)
+            written.append(write_bytes_atomic(out / f"{report.stem}.png", png))
     return written
 
 
@@ -50,8 +49,6 @@ def report_top_image(report: str | os.PathLike[str], target: str | os.PathLike[s
                      width: int = 1200) -> Path:
     """Write a PNG of the top of a report: its headline and the first figure under it, as a
     reader first sees the page (the README's picture of the main job)."""
-    from gradlab.report.browser import chromium, open_drawn
-
     report, target = Path(report), Path(target)
     if not report.is_file():
         raise GradlabError(f"report {report} not found: build it first with gradlab compare or gradlab report")
@@ -68,11 +65,10 @@ def report_top_image(report: str | os.PathLike[str], target: str | os.PathLike[s
         inner = driver.execute_script("return window.innerHeight;")
         driver.set_window_size(width, 900 + int(bottom) + 16 - int(inner))
         driver.execute_script("window.scrollTo(0, 0);")
-        tmp = target.with_name(f".{target.name}.tmp.png")
-        if not driver.save_screenshot(str(tmp)):
+        png = driver.get_screenshot_as_png()
+        if not png:
             raise GradlabError(f"{report}: Chromium could not take the picture")
-        tmp.replace(target)
-    return target
+    return write_bytes_atomic(target, png)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 from gradlab.report.style import Section, base_layout, ptext
 
-_SOURCES = ("grad_norm", "act_grad_norm", "grad_nonfinite")
+_SOURCES = (M.GRAD_NORM, M.ACT_GRAD_NORM, M.GRAD_NONFINITE)
 
 
 def first_nonfinite(view: RunView) -> dict[str, tuple[int, int]]:
@@ -20,7 +21,7 @@ def first_nonfinite(view: RunView) -> dict[str, tuple[int, int]]:
         m = view.matrices.get(metric)
         if m is None:
             continue
-        if metric == "grad_nonfinite":
+        if metric == M.GRAD_NONFINITE:
             bad = m.present & np.isfinite(m.values) & (m.values > 0)
         else:
             bad = m.present & ~np.isfinite(m.values)
@@ -45,25 +46,8 @@ def nonfinite_section(views: Sequence[RunView]) -> Section:
     top = 0
     for view in views:
         found = first_nonfinite(view)
-        first = view.meta.get("nonfinite_first")
-        star = None
-        if isinstance(first, dict) and first.get("step") is not None:
-            layer = str(first.get("layer")) if first.get("layer") is not None else None
-            depth = view.depth_of.get(layer) if layer else None
-            note = f"{view.label}: first non-finite value at step {first.get('step')}"
-            note += f" in layer {layer}." if layer else "."
-            if not found and depth is None:
-                # The run checks every step, but records only some: the value fell between
-                # recorded steps, so there is nothing to draw, yet something was non-finite.
-                note += " No recorded step holds a non-finite value, so the layer is not located."
-                flagged = True
-            section.notes.append(note)
-            if depth is not None:
-                star = (int(first["step"]), depth, layer)
-        elif found:
-            name, (step, depth) = min(found.items(), key=lambda kv: (kv[1][0], kv[1][1]))
-            section.notes.append(f"{view.label}: first non-finite value at step {step} in layer {name}.")
-            star = (step, depth, name)
+        star, unlocated = _first_point(view, found, section)
+        flagged |= unlocated
         if not found and star is None:
             continue
         drawn = True
@@ -94,3 +78,27 @@ def nonfinite_section(views: Sequence[RunView]) -> Section:
     base_layout(fig, height=380)
     section.figure = fig
     return section
+
+
+def _first_point(view: RunView, found: dict[str, tuple[int, int]],
+                 section: Section) -> tuple[tuple[int, int, str] | None, bool]:
+    """The run's first non-finite value as (step, depth, layer) to star, noted in ``section``;
+    and whether the meta names one that no recorded step locates."""
+    first = view.meta.get("nonfinite_first")
+    if isinstance(first, dict) and first.get("step") is not None:
+        layer = str(first.get("layer")) if first.get("layer") is not None else None
+        depth = view.depth_of.get(layer) if layer else None
+        note = f"{view.label}: first non-finite value at step {first.get('step')}"
+        note += f" in layer {layer}." if layer else "."
+        unlocated = not found and depth is None
+        if unlocated:
+            # The run checks every step, but records only some: the value fell between
+            # recorded steps, so there is nothing to draw, yet something was non-finite.
+            note += " No recorded step holds a non-finite value, so the layer is not located."
+        section.notes.append(note)
+        return ((int(first["step"]), depth, layer) if depth is not None and layer else None), unlocated
+    if found:
+        name, (step, depth) = min(found.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+        section.notes.append(f"{view.label}: first non-finite value at step {step} in layer {name}.")
+        return (step, depth, name), False
+    return None, False

@@ -18,6 +18,7 @@ import plotly.io as pio
 
 from gradlab._version import __version__
 from gradlab.analysis.diagnose import THRESHOLDS, VERDICTS, thresholds_dict
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 from gradlab.report.style import Section, fmt_num, htext
 
@@ -42,7 +43,7 @@ th{background:#f0f0f0} td.num{text-align:right;font-variant-numeric:tabular-nums
 .lines{color:#444;font-size:.92em;margin:.2em 0 .6em 1.2em;padding:0}
 """
 
-_SIGNAL = {"grad_norm": "weight gradients (grad_norm)", "act_grad_norm": "dL/dh (act_grad_norm)"}
+_SIGNAL = {M.GRAD_NORM: f"weight gradients ({M.GRAD_NORM})", M.ACT_GRAD_NORM: f"dL/dh ({M.ACT_GRAD_NORM})"}
 
 
 def flatten(settings: Any, prefix: str = "") -> dict[str, str]:
@@ -139,51 +140,10 @@ def _diagnosis_panel(views: Sequence[RunView], open_summary: bool = True) -> str
     if not frames:
         return "<p class='nodata'>Nothing to diagnose: no run recorded grad_norm or act_grad_norm.</p>"
     df = pd.concat(frames, ignore_index=True)
-    rank = {v: i for i, v in enumerate(VERDICTS)}
-    summary = []
-    for v in views:
-        d = v.diagnosis
-        if not len(d):
-            summary.append(f"<li>{_swatch(v)}: no gradient norms recorded.</li>")
-            continue
-        order = sorted(range(len(d)), key=lambda i: (rank.get(d["verdict"].iat[i], 9),
-                                                     d["metric"].iat[i] != "act_grad_norm"))
-        worst = d.iloc[order[0]]
-        advice: dict[str, str] = {}
-        for i in order:
-            if d["verdict"].iat[i] not in ("healthy", "no-data") and d["suggestion"].iat[i]:
-                advice.setdefault(str(d["suggestion"].iat[i]), str(d["reason"].iat[i]))
-        items = "".join(f"<li><b>{htext(sug)}</b><div class='why'>because {htext(why)}</div></li>"
-                        for sug, why in advice.items())
-        summary.append(
-            f"<li>{_swatch(v)}: <span class='verdict v-{htext(worst['verdict'])}'>"
-            f"{htext(worst['verdict'])}</span> ({htext(_SIGNAL.get(worst['metric'], worst['metric']))}, "
-            f"{htext(worst['phase'])}): {htext(worst['evidence'])}"
-            + (f"<ul>{items}</ul>" if items else "") + "</li>")
+    summary = [_worst_verdict(v) for v in views]
     head = ["run", "signal", "phase", "steps", "verdict", "first/last", "decades lost per layer",
             "zeros (underflow)", "non-finite", "saturated", "dead", "clipping", "evidence"]
-    rows = []
-    for r in df.itertuples(index=False):
-        steps = f"{r.step_from}" if r.step_from == r.step_to else f"{r.step_from}-{r.step_to}"
-        clip = ""
-        if isinstance(r.clip_rate, float) and math.isfinite(r.clip_rate):
-            clip = f"fired {int(r.clip_fired)} ({r.clip_rate:.0%})"
-            if r.clip_top_layers:
-                clip += f"; norm held by {r.clip_top_layers}"
-        run = _swatch(by_label[r.run]) if r.run in by_label else htext(r.run)
-        cells = [
-            f"<td>{run}</td>", f"<td>{htext(_SIGNAL.get(r.metric, r.metric))}</td>",
-            f"<td>{htext(r.phase)}</td>", f"<td class='num'>{htext(steps)}</td>",
-            f"<td><span class='verdict v-{htext(r.verdict)}'>{htext(r.verdict)}</span></td>",
-            f"<td class='num'>{htext(fmt_num(r.first_to_last_ratio, 2))}</td>",
-            f"<td class='num'>{htext(fmt_num(r.decades_per_layer, 3))}</td>",
-            f"<td class='num'>{r.n_zero} of {r.n_layers}</td>",
-            f"<td class='num'>{r.n_nonfinite + r.nonfinite_steps}</td>",
-            f"<td class='num'>{htext(_frac(r.saturated_frac))}</td>",
-            f"<td class='num'>{htext(_frac(r.dead_frac))}</td>",
-            f"<td>{htext(clip)}</td>", f"<td class='why'>{htext(r.evidence)}</td>",
-        ]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+    rows = [_verdict_row(r, by_label) for r in df.itertuples(index=False)]
     t = thresholds_dict(THRESHOLDS)
     thresholds = ", ".join(f"{htext(k)} = {htext(v)}" for k, v in t.items())
     summary_html = "<ul class='summary'>" + "".join(summary) + "</ul>"
@@ -200,6 +160,53 @@ def _diagnosis_panel(views: Sequence[RunView], open_summary: bool = True) -> str
         "(below float32) and count as vanishing on the input side. Thresholds: "
         f"{thresholds}.</p></details>"
     )
+
+
+def _worst_verdict(v: RunView) -> str:
+    """A run's summary item: its worst verdict (dL/dh first on ties) and the advice of every
+    verdict that is not healthy."""
+    d = v.diagnosis
+    if not len(d):
+        return f"<li>{_swatch(v)}: no gradient norms recorded.</li>"
+    rank = {verdict: i for i, verdict in enumerate(VERDICTS)}
+    order = sorted(range(len(d)), key=lambda i: (rank.get(d["verdict"].iat[i], 9),
+                                                 d["metric"].iat[i] != M.ACT_GRAD_NORM))
+    worst = d.iloc[order[0]]
+    advice: dict[str, str] = {}
+    for i in order:
+        if d["verdict"].iat[i] not in ("healthy", "no-data") and d["suggestion"].iat[i]:
+            advice.setdefault(str(d["suggestion"].iat[i]), str(d["reason"].iat[i]))
+    items = "".join(f"<li><b>{htext(sug)}</b><div class='why'>because {htext(why)}</div></li>"
+                    for sug, why in advice.items())
+    return (
+        f"<li>{_swatch(v)}: <span class='verdict v-{htext(worst['verdict'])}'>"
+        f"{htext(worst['verdict'])}</span> ({htext(_SIGNAL.get(worst['metric'], worst['metric']))}, "
+        f"{htext(worst['phase'])}): {htext(worst['evidence'])}"
+        + (f"<ul>{items}</ul>" if items else "") + "</li>")
+
+
+def _verdict_row(r: Any, by_label: dict[str, RunView]) -> str:
+    """One row of the table of every verdict (``r``: a row of the diagnosis table)."""
+    steps = f"{r.step_from}" if r.step_from == r.step_to else f"{r.step_from}-{r.step_to}"
+    clip = ""
+    if isinstance(r.clip_rate, float) and math.isfinite(r.clip_rate):
+        clip = f"fired {int(r.clip_fired)} ({r.clip_rate:.0%})"
+        if r.clip_top_layers:
+            clip += f"; norm held by {r.clip_top_layers}"
+    run = _swatch(by_label[r.run]) if r.run in by_label else htext(r.run)
+    cells = [
+        f"<td>{run}</td>", f"<td>{htext(_SIGNAL.get(r.metric, r.metric))}</td>",
+        f"<td>{htext(r.phase)}</td>", f"<td class='num'>{htext(steps)}</td>",
+        f"<td><span class='verdict v-{htext(r.verdict)}'>{htext(r.verdict)}</span></td>",
+        f"<td class='num'>{htext(fmt_num(r.first_to_last_ratio, 2))}</td>",
+        f"<td class='num'>{htext(fmt_num(r.decades_per_layer, 3))}</td>",
+        f"<td class='num'>{r.n_zero} of {r.n_layers}</td>",
+        f"<td class='num'>{r.n_nonfinite + r.nonfinite_steps}</td>",
+        f"<td class='num'>{htext(_frac(r.saturated_frac))}</td>",
+        f"<td class='num'>{htext(_frac(r.dead_frac))}</td>",
+        f"<td>{htext(clip)}</td>", f"<td class='why'>{htext(r.evidence)}</td>",
+    ]
+    return "<tr>" + "".join(cells) + "</tr>"
 
 
 def _frac(x: Any) -> str:

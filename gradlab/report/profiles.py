@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gradlab.analysis.diagnose import PHASES, LayerMatrix, phase_windows, window_profile
+from gradlab.common import metrics as M
 from gradlab.report.align import axis_ticks, common_segments
 from gradlab.report.data import RunView
 from gradlab.report.style import Section, base_layout, ptext, value_text
@@ -81,64 +82,113 @@ def profile_section(views: Sequence[RunView], metrics: Sequence[tuple[str, str]]
         return section
     if absent:
         section.notes.append(f"Not recorded in any run: {', '.join(absent)}.")
-    used_phases = [p for p in phases if any(line.phase == p for ls in per_metric.values() for line in ls)]
-    if by_phase_columns:
-        nrows, ncols = len(present), len(used_phases)
-        titles = [f"{ptext(label)}, {PHASE_WORDS[p]}" for _, label in present for p in used_phases]
-    else:
-        nrows, ncols = 1, len(present)
-        titles = [ptext(label) for _, label in present]
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.06,
-                        vertical_spacing=0.14 if nrows > 1 else 0.1)
+    used = [p for p in phases if any(line.phase == p for ls in per_metric.values() for line in ls)]
+    grid = _Grid(used, by_phase_columns)
+    fig = grid.figure(present)
     segments = common_segments([v.alignment for v in views])
     shown_legend: set[str] = set()
     for mi, (name, label) in enumerate(present):
         lines = per_metric[name]
-        values = np.concatenate([line.y for line in lines])
-        pos = values[np.isfinite(values) & (values > 0)]
-        use_log = log_y.get(name, True) if isinstance(log_y, dict) else log_y
-        if use_log is None:
-            use_log = bool(pos.size and pos.max() / pos.min() > 100)
-        floor = ceiling = None
-        if use_log and pos.size:
-            floor = 10.0 ** (math.floor(math.log10(pos.min())) - 1)
-            ceiling = 10.0 ** (math.ceil(math.log10(pos.max())) + 1)
-        elif pos.size or values.size:
-            finite = values[np.isfinite(values)]
-            top = float(finite.max()) if finite.size else 1.0
-            floor, ceiling = None, top * 1.15 if top > 0 else 1.0
-        any_zero = any((line.y == 0).any() for line in lines) and use_log
-        any_bad = any(np.isnan(line.y).any() for line in lines)
+        scale = _scale(name, lines, log_y)
         for line in lines:
-            if by_phase_columns:
-                row, col = mi + 1, used_phases.index(line.phase) + 1
-                dash = "solid"
-            else:
-                row, col = 1, mi + 1
-                dash = "solid" if line.phase == used_phases[-1] else "dot"
-            _add_line(fig, line, row, col, dash, floor if use_log else None, ceiling, shown_legend)
-            if name == "act_grad_norm" and line.phase == "init" and use_log:
-                if _add_meanfield(fig, line, row, col):
-                    section.notes.append(
-                        f"{line.view.label}: dashed = the mean-field prediction at init "
-                        "(from the initial weights, anchored at the last layer).")
-        for p in (used_phases if by_phase_columns else [None]):
-            row = mi + 1 if by_phase_columns else 1
-            col = (used_phases.index(p) + 1) if by_phase_columns else mi + 1
-            fig.update_yaxes(type="log" if use_log else "linear", row=row, col=col,
-                             title_text=ptext(label) if col == 1 else None, exponentformat="power")
-            if name.endswith("_frac"):
-                fig.update_yaxes(range=[-0.03, 1.03], row=row, col=col)
-            fig.update_xaxes(row=row, col=col, **axis_ticks(segments))
-            if any_zero and floor is not None:
-                fig.add_hline(y=floor, line=dict(color="#777", dash="dot", width=1), row=row, col=col)
-                _band_label(fig, "underflow (0.0)", floor, use_log, "top", row, col)
-            if any_bad and ceiling is not None:
-                fig.add_hline(y=ceiling, line=dict(color="#c0c", dash="dot", width=1), row=row, col=col)
-                _band_label(fig, "non-finite", ceiling, use_log, "bottom", row, col)
-    base_layout(fig, height=330 * nrows + 110)
+            _draw_line(fig, section, grid, mi, line, scale, shown_legend)
+        for row, col in grid.cells(mi):
+            _style_cell(fig, name, label, scale, segments, row, col)
+    base_layout(fig, height=330 * grid.nrows(present) + 110)
     section.figure = fig
     return section
+
+
+@dataclass
+class _Grid:
+    """Where a line goes: rows = metrics and columns = phases, or one row of metrics."""
+
+    phases: list[str]
+    by_phase_columns: bool
+
+    def nrows(self, present: Sequence[tuple[str, str]]) -> int:
+        return len(present) if self.by_phase_columns else 1
+
+    def figure(self, present: Sequence[tuple[str, str]]) -> go.Figure:
+        if self.by_phase_columns:
+            ncols = len(self.phases)
+            titles = [f"{ptext(label)}, {PHASE_WORDS[p]}" for _, label in present for p in self.phases]
+        else:
+            ncols = len(present)
+            titles = [ptext(label) for _, label in present]
+        nrows = self.nrows(present)
+        return make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.06,
+                             vertical_spacing=0.14 if nrows > 1 else 0.1)
+
+    def place(self, mi: int, phase: str) -> tuple[int, int, str]:
+        """(row, column, dash) of metric number ``mi`` at ``phase``."""
+        if self.by_phase_columns:
+            return mi + 1, self.phases.index(phase) + 1, "solid"
+        return 1, mi + 1, "solid" if phase == self.phases[-1] else "dot"
+
+    def cells(self, mi: int) -> list[tuple[int, int]]:
+        """The (row, column) subplots of metric number ``mi``."""
+        if self.by_phase_columns:
+            return [(mi + 1, col) for col in range(1, len(self.phases) + 1)]
+        return [(1, mi + 1)]
+
+
+@dataclass
+class _Scale:
+    """A metric's y axis: log or linear, and the levels zeros and NaN/inf are drawn at."""
+
+    log: bool
+    floor: float | None  # underflow level (log axes only)
+    ceiling: float | None  # non-finite level
+    any_zero: bool  # a zero value to draw on the floor (log axes only)
+    any_bad: bool  # a NaN/inf value to draw on the ceiling
+
+
+def _scale(name: str, lines: Sequence[_Line], log_y: bool | None | dict[str, bool | None]) -> _Scale:
+    values = np.concatenate([line.y for line in lines])
+    pos = values[np.isfinite(values) & (values > 0)]
+    use_log = log_y.get(name, True) if isinstance(log_y, dict) else log_y
+    if use_log is None:
+        use_log = bool(pos.size and pos.max() / pos.min() > 100)
+    floor = ceiling = None
+    if use_log and pos.size:
+        floor = 10.0 ** (math.floor(math.log10(pos.min())) - 1)
+        ceiling = 10.0 ** (math.ceil(math.log10(pos.max())) + 1)
+    elif pos.size or values.size:
+        finite = values[np.isfinite(values)]
+        top = float(finite.max()) if finite.size else 1.0
+        ceiling = top * 1.15 if top > 0 else 1.0
+    any_zero = any((line.y == 0).any() for line in lines) and use_log
+    any_bad = any(np.isnan(line.y).any() for line in lines)
+    return _Scale(use_log, floor, ceiling, any_zero, any_bad)
+
+
+def _draw_line(fig: go.Figure, section: Section, grid: _Grid, mi: int, line: _Line, scale: _Scale,
+               shown_legend: set[str]) -> None:
+    """One run's profile at one phase, and its mean-field prediction where that applies."""
+    row, col, dash = grid.place(mi, line.phase)
+    _add_line(fig, line, row, col, dash, scale.floor if scale.log else None, scale.ceiling, shown_legend)
+    if line.metric == M.ACT_GRAD_NORM and line.phase == "init" and scale.log:
+        if _add_meanfield(fig, line, row, col):
+            section.notes.append(
+                f"{line.view.label}: dashed = the mean-field prediction at init "
+                "(from the initial weights, anchored at the last layer).")
+
+
+def _style_cell(fig: go.Figure, name: str, label: str, scale: _Scale, segments: list[tuple[str, float, float]],
+                row: int, col: int) -> None:
+    """Axes of one subplot, and the dotted underflow and non-finite bands where needed."""
+    fig.update_yaxes(type="log" if scale.log else "linear", row=row, col=col,
+                     title_text=ptext(label) if col == 1 else None, exponentformat="power")
+    if name.endswith("_frac"):
+        fig.update_yaxes(range=[-0.03, 1.03], row=row, col=col)
+    fig.update_xaxes(row=row, col=col, **axis_ticks(segments))
+    if scale.any_zero and scale.floor is not None:
+        fig.add_hline(y=scale.floor, line=dict(color="#777", dash="dot", width=1), row=row, col=col)
+        _band_label(fig, "underflow (0.0)", scale.floor, scale.log, "top", row, col)
+    if scale.any_bad and scale.ceiling is not None:
+        fig.add_hline(y=scale.ceiling, line=dict(color="#c0c", dash="dot", width=1), row=row, col=col)
+        _band_label(fig, "non-finite", scale.ceiling, scale.log, "bottom", row, col)
 
 
 def _band_label(fig: go.Figure, text: str, y: float, log_axis: bool, anchor: str, row: int, col: int) -> None:

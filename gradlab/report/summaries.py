@@ -19,9 +19,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gradlab.analysis.diagnose import diagnose_profile, model_traits
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 from gradlab.report.facts import RunFacts, num, run_facts
-from gradlab.report.headline import Headline
+from gradlab.report.lead import Headline
 from gradlab.report.style import PALETTE, Section, base_layout, ptext
 
 _DEPTH = re.compile(r"^(?:tv:)?[a-z_]+?(\d+)")
@@ -64,7 +65,7 @@ class _Point:
         self.steps = int(_setting(view, "steps", 0) or view.meta.get("num_steps") or 0)
 
     def decades(self, phase: str = "init") -> float:
-        return self.facts.decades.get(phase, math.nan) if self.facts.signal == "act_grad_norm" else math.nan
+        return self.facts.decades.get(phase, math.nan) if self.facts.signal == M.ACT_GRAD_NORM else math.nan
 
     def steps_done(self) -> int:
         done = self.view.meta.get("steps_done")
@@ -178,9 +179,9 @@ def _degradation(points: Sequence[_Point]) -> tuple[str, Section] | None:
 
 # -- clipping ---------------------------------------------------------------------------------
 def _fired(view: RunView) -> float:
-    if "clip_fired" not in view.series:
+    if M.CLIP_FIRED not in view.series:
         return math.nan
-    v = view.series["clip_fired"][1]
+    v = view.series[M.CLIP_FIRED][1]
     v = v[np.isfinite(v)]
     return float((v > 0).mean()) if v.size else math.nan
 

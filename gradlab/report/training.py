@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from gradlab.common import metrics as M
 from gradlab.report.data import RunView
 from gradlab.report.downsample import minmax_indices
 from gradlab.report.style import Section, base_layout, ptext
@@ -15,8 +16,8 @@ from gradlab.report.style import Section, base_layout, ptext
 MAX_POINTS = 2000
 
 _PANELS = (
-    ("loss", (("loss", "train", "solid"), ("eval_loss", "eval", "dash"))),
-    ("accuracy", (("train_acc", "train", "solid"), ("eval_acc", "eval", "dash"))),
+    ("loss", ((M.LOSS, "train", "solid"), ("eval_loss", "eval", "dash"))),
+    ("accuracy", ((M.TRAIN_ACC, "train", "solid"), ("eval_acc", "eval", "dash"))),
 )
 
 
