@@ -30,7 +30,6 @@ from gradlab.common import metrics as M
 
 # Held-out accuracy: the training loop's evaluation writes it to the step table; the metric
 # schema does not list it (it is no recorder or per-step trainer metric).
-_EVAL_ACC = "eval_acc"
 
 #: Run verdicts from the most to the least severe.
 RUN_VERDICTS = ("non-finite", "exploding", "vanishing", "stalled", "collapsed", "borderline", "healthy",
@@ -126,7 +125,7 @@ def summarize(run: Any) -> RunSummary:
     summary = RunSummary(
         name=run.name, model=str(meta.get("model") or run.name), seed=meta.get("seed"),
         status=str(getattr(run, "status", meta.get("status"))), verdict="no-data", why="",
-        eval_acc=_last(series, _EVAL_ACC), final_loss=_final_loss(series), first_loss=_first_loss(series),
+        eval_acc=_last(series, M.EVAL_ACC), final_loss=_final_loss(series), first_loss=_first_loss(series),
         chance=1.0 / classes if isinstance(classes, int) and classes > 0 else float("nan"),
         steps_done=meta.get("steps_done"), wall_time_s=meta.get("wall_time_s"),
         nonfinite_first=meta.get("nonfinite_first") if isinstance(meta.get("nonfinite_first"), dict) else None,

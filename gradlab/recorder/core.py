@@ -27,6 +27,7 @@ from gradlab.recorder.metrics import (
     GRAD_NORM,
     LAYER_METRICS,
     PARAM_METRICS,
+    SKIPPED,
     UPDATE_RATIO,
     WEIGHT_NORM,
     check_saturation_threshold,
@@ -450,7 +451,7 @@ class GradientRecorder:
         s = self._step
         if self._skip_first is None:
             # the GradScaler skips a step only for inf/NaN gradients
-            self._skip_first = {"step": s, "layer": None, "metric": "skipped"}
+            self._skip_first = {"step": s, "layer": None, "metric": SKIPPED}
         if self._ranks.keeps_records:
             self._step_chunks.append(
                 Chunk(np.array([s], np.int64), np.array([self._skip_col], np.int64),
@@ -547,7 +548,7 @@ class GradientRecorder:
             deepest = int(layers[np.argmax(self._depth[layers])])
             found.append((step, -int(self._depth[deepest]), deepest, GRAD_NORM))
         if self._skip_first is not None:
-            found.append((self._skip_first["step"], 1, None, "skipped"))
+            found.append((self._skip_first["step"], 1, None, SKIPPED))
         if not found:
             return None
         step, _, layer, metric = min(found, key=lambda f: (f[0], f[1]))

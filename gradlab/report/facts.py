@@ -48,8 +48,8 @@ def _last_finite(steps: np.ndarray, values: np.ndarray) -> tuple[float, int | No
 def run_facts(view: RunView) -> RunFacts:
     """The facts of one run (NaN where the run did not record the number)."""
     acc, acc_step = math.nan, None
-    if "eval_acc" in view.series:
-        acc, acc_step = _last_finite(*view.series["eval_acc"])
+    if M.EVAL_ACC in view.series:
+        acc, acc_step = _last_finite(*view.series[M.EVAL_ACC])
     loss, n = math.nan, 0
     if M.LOSS in view.series:
         values = view.series[M.LOSS][1]

@@ -16,8 +16,8 @@ from gradlab.report.style import Section, base_layout, ptext
 MAX_POINTS = 2000
 
 _PANELS = (
-    ("loss", ((M.LOSS, "train", "solid"), ("eval_loss", "eval", "dash"))),
-    ("accuracy", ((M.TRAIN_ACC, "train", "solid"), ("eval_acc", "eval", "dash"))),
+    ("loss", ((M.LOSS, "train", "solid"), (M.EVAL_LOSS, "eval", "dash"))),
+    ("accuracy", ((M.TRAIN_ACC, "train", "solid"), (M.EVAL_ACC, "eval", "dash"))),
 )
 
 

@@ -17,10 +17,6 @@ from gradlab.store.listing import RunEntry, find_runs
 from gradlab.store.meta import one_line
 from gradlab.store.run import Run
 
-# The training loop stores its evaluation accuracy under this name; the metric schema does not
-# list evaluation metrics (yet), so the name is spelled here once.
-EVAL_ACC = "eval_acc"
-
 #: The keys of a summary, in the order listings show them.
 SUMMARY_KEYS = ("name", "path", "run_id", "model", "status", "steps", "num_steps", "last_step",
                 "last_loss", "last_eval_acc", "last_train_acc", "num_layers", "wall_time_s",
@@ -67,7 +63,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
         "num_steps": meta.get("num_steps"),
         "last_step": int(frame["step"].iloc[-1]) if not frame.empty else None,
         "last_loss": _last_value(run.steps, M.LOSS),
-        "last_eval_acc": _last_value(run.steps, EVAL_ACC),
+        "last_eval_acc": _last_value(run.steps, M.EVAL_ACC),
         "last_train_acc": _last_value(run.steps, M.TRAIN_ACC),
         "num_layers": _num_layers(run),
         "wall_time_s": float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None,
