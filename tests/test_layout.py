@@ -220,7 +220,8 @@ def _write(tmp: Path, rel: str, text: str) -> Path:
 
 @pytest.mark.parametrize("source, text, expected", [
     ("gradlab/report/x.py", "from gradlab.training import loop\n", "the report layer imports gradlab.training.loop"),
-    ("gradlab/recorder/x.py", "def f():\n    from gradlab.store import load_run\n", "the recorder layer imports gradlab.store"),
+    ("gradlab/recorder/x.py", "def f():\n    from gradlab.store import load_run\n",
+     "the recorder layer imports gradlab.store"),
     ("gradlab/store/x.py", "from ..analysis import diagnose\n", "the store layer imports gradlab.analysis.diagnose"),
     ("gradlab/common/x.py", "import gradlab.models.resnet\n", "the common layer imports gradlab.models.resnet"),
 ])
