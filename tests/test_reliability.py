@@ -150,14 +150,14 @@ def test_a_second_writer_is_refused_naming_the_first_process(tmp_path):
 
 
 def test_a_run_finished_by_another_process_meanwhile_is_kept(tmp_path, monkeypatch):
-    import gradlab.store
+    import gradlab.training.loop
     from gradlab.training.loop import train
 
     config = TrainConfig(**TINY_CONFIG)
     path = train(config, tmp_path, quiet=True)
     finished_at = json.loads((path / "meta.json").read_text())["finished_at"]
     # As if this process looked for a finished run just before the other one finished it.
-    monkeypatch.setattr(gradlab.store, "find_finished_run", lambda root, run_id: None)
+    monkeypatch.setattr(gradlab.training.loop, "find_finished_run", lambda root, run_id: None)
     assert train(config, tmp_path, quiet=True) == path
     assert json.loads((path / "meta.json").read_text())["finished_at"] == finished_at
 

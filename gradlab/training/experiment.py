@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -43,8 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from gradlab.common.names import safe_slug
-from gradlab.errors import GradlabError
+from gradlab.errors import GradlabError, terminal_safe
+from gradlab.report import build_report
+from gradlab.store import find_runs, load_run
 from gradlab.training.config import TrainConfig
+from gradlab.training.launch import import_ray, run_with_ray, shard_points
+from gradlab.training.loop import train_run
+from gradlab.training.preflight import check_output_dir, check_output_file, check_run
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -175,15 +181,10 @@ def run_experiment(
     builds the report from the finished runs in ``out``; ``launcher="ray"`` trains the points
     as Ray tasks (see :mod:`gradlab.training.launch`).
     """
-    from gradlab.training.launch import shard_points
-    from gradlab.training.preflight import check_output_dir, check_output_file
-
     if launcher not in ("serial", "ray"):
         raise GradlabError(f"--launcher must be serial or ray, got {launcher!r}")
     if launcher == "ray":
-        from gradlab.training.launch import _import_ray
-
-        _import_ray()  # says how to install it before any other work
+        import_ray()  # says how to install it before any other work
     experiment = load_experiment(path, profile, overrides, limit=limit, max_points=max_points,
                                  check=not report_only)
     slug = safe_slug(experiment.name, fallback="experiment")
@@ -197,8 +198,6 @@ def run_experiment(
         check_output_file(report_path, "--report")
     configs = shard_points(experiment.configs, shard)
     if launcher == "ray":
-        from gradlab.training.launch import run_with_ray
-
         run_dirs, failures = run_with_ray(configs, out, address=address, workers=workers,
                                           cpus=cpus_per_point, gpus=gpus_per_point, rerun=rerun,
                                           progress=progress)
@@ -210,8 +209,6 @@ def run_experiment(
                 "finished run"
             )
     else:
-        from gradlab.training.loop import train_run
-
         outcomes = [train_run(config, out, rerun=rerun, quiet=quiet) for config in configs]
         run_dirs = [o.path for o in outcomes]
         reused = sum(o.reused for o in outcomes)
@@ -225,9 +222,6 @@ def run_experiment(
 
 
 def _build(run_dirs: list[Path], report_path: Path, title: str, plotlyjs: str) -> None:
-    from gradlab.report import build_report
-    from gradlab.store import load_run
-
     build_report([load_run(p) for p in run_dirs], report_path, title=title, plotlyjs=plotlyjs)
 
 
@@ -268,8 +262,6 @@ def grid_status(experiment: Experiment, out: str | Path) -> list[dict[str, Any]]
     finished run), ``running``, ``failed`` (failed or stopped) or ``missing``, and its run
     directory (the best one for that point) or ``None``. A stored run belongs to a point when
     its recorded settings are the point's (see :data:`_MACHINE_SETTINGS`). Torch-free."""
-    from gradlab.store import find_runs
-
     stored = [e for e in find_runs(out) if e.error is None]
     rank = {"finished": 3, "running": 2, "failed": 1, "stopped": 1}
     points = []
@@ -307,8 +299,6 @@ def _table(doc: dict, key: str, where: str) -> dict:
 
 def _config(values: dict[str, Any], where: str, check: bool = True) -> TrainConfig:
     """Build and check one run's settings: types, choices, model spec, clipping, schedule."""
-    from gradlab.training.preflight import check_run
-
     config = TrainConfig.from_dict(values, where)
     for f in dataclasses.fields(TrainConfig):
         value = getattr(config, f.name)
@@ -338,10 +328,6 @@ def _check_type(name: str, value: Any, default: Any, where: str) -> None:
 
 def format_grid_status(points: list[dict[str, Any]], fmt: str = "table") -> str:
     """:func:`grid_status` as an aligned table with a count per state, or as JSON."""
-    import json
-
-    from gradlab.errors import terminal_safe
-
     if fmt == "json":
         return json.dumps(points, indent=2)
     counts = {state: sum(p["status"] == state for p in points)
