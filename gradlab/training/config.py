@@ -155,7 +155,7 @@ _COUNTS: tuple[tuple[str, int, str, bool], ...] = (
     ("eval_batches", MAX_STEPS, "--eval-batches 8", True),
     ("threads", MAX_THREADS, "--threads 2", True),
     ("train_size", MAX_IMAGES, "--train-size 1000", True),
-    ("eval_size", MAX_IMAGES, "--eval-size 1000", True),
+    ("eval_size", MAX_IMAGES, "eval_size = 1000 (in an experiment file)", True),  # no CLI option
 )
 _STRINGS = ("model", "data", "optimizer", "schedule", "device", "amp", "clip", "on_nonfinite", "metrics")
 _FLAGS = ("download", "augment", "nesterov")

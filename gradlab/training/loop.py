@@ -40,16 +40,14 @@ from gradlab.training.identity import DEFAULT_OUT, DEFAULT_STEPS, resolve_settin
 from gradlab.training.optim import make_optimizer, make_scheduler
 from gradlab.training.prediction import meanfield_prediction
 from gradlab.training.progress import progress as make_progress
-from gradlab.training.steplog import STEP_FIELDS, StepLog
+from gradlab.training.steplog import StepLog
 
-# Re-exported: callers and tests import these from the loop.
+# The run identity helpers and the mean-field prediction live in their own modules; they stay
+# importable from here, where callers have always found them.
 __all__ = [
     "DEFAULT_OUT", "DEFAULT_STEPS", "TrainOutcome", "command_line", "meanfield_prediction",
     "resolve_settings", "run_dir_for", "run_id", "train", "train_run",
 ]
-
-_STEP_FIELDS = STEP_FIELDS
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainOutcome:
