@@ -143,3 +143,15 @@ def test_a_grid_through_a_local_ray_instance_gives_the_serial_runs(tmp_path, gri
     run_experiment(grid_file, out=tmp_path / "ray", quiet=True, launcher="ray", workers=2,
                    progress=messages.append)
     assert not any("submitted" in m for m in messages)
+
+
+@pytest.mark.parametrize("rank", [0, 1, 3])
+def test_the_trainer_and_the_recorder_agree_on_which_rank_writes(rank, monkeypatch):
+    from gradlab.recorder.dist import Ranks
+    from gradlab.training.distributed import DistInfo, is_main_process
+
+    monkeypatch.setenv("RANK", str(rank))
+    expected = rank == 0  # torchrun's rank 0 is the one process that writes
+    assert DistInfo(rank=rank, world_size=4).is_main is expected
+    assert Ranks(rank=rank, world_size=4).keeps_records is expected
+    assert is_main_process() is expected  # read from the environment, after the group is gone

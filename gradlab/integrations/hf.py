@@ -18,17 +18,17 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
+from gradlab.errors import GradlabError
+from gradlab.integrations._common import RecorderSettings, labels_in
+from gradlab.integrations.run import RunSink
+from gradlab.report import report_from_dirs
+
 try:
     from transformers import TrainerCallback
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    from gradlab.errors import GradlabError
-
     raise GradlabError(f"gradlab.integrations.hf needs transformers ({exc}): pip install 'gradlab[hf]'") from None
-
-import torch
-
-from gradlab.integrations._common import RecorderSettings, labels_in
-from gradlab.integrations.run import RunSink
 
 
 def _sync_step() -> bool:
@@ -98,8 +98,6 @@ class GradlabTrainerCallback(TrainerCallback):
         if self.sink is not None:
             self.sink.close(status)
             if status == "finished" and self.settings.report is not None:
-                from gradlab.report import report_from_dirs
-
                 report_from_dirs([self.settings.path], self.settings.report)
         if self.recorder is not None:
             self.recorder.remove()

@@ -13,17 +13,17 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from gradlab.errors import GradlabError
+from gradlab.integrations._common import RecorderSettings, labels_in
+from gradlab.integrations.run import RunSink
+from gradlab.report import report_from_dirs
+
 try:
     import lightning.pytorch as pl
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    from gradlab.errors import GradlabError
-
     raise GradlabError(
         f"gradlab.integrations.lightning needs Lightning ({exc}): pip install 'gradlab[lightning]'"
     ) from None
-
-from gradlab.integrations._common import RecorderSettings, labels_in
-from gradlab.integrations.run import RunSink
 
 
 class GradlabCallback(pl.Callback):
@@ -78,8 +78,6 @@ class GradlabCallback(pl.Callback):
         if self.sink is not None:
             self.sink.close(status, error=error)
             if status == "finished" and self.settings.report is not None:
-                from gradlab.report import report_from_dirs
-
                 report_from_dirs([self.settings.path], self.settings.report)
         if self.recorder is not None:
             self.recorder.remove()

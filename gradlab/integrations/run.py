@@ -19,6 +19,8 @@ from torch import nn
 from gradlab.errors import GradlabError
 from gradlab.recorder import GradientRecorder
 from gradlab.recorder.layers import unwrap
+from gradlab.report import report_from_dirs
+from gradlab.store import RunWriter
 
 
 def describe_model(model: nn.Module) -> dict[str, Any]:
@@ -57,8 +59,6 @@ class RunSink:
 
     def __init__(self, recorder: GradientRecorder, path: str | os.PathLike[str], *,
                  meta: dict[str, Any] | None = None, overwrite: bool = False) -> None:
-        from gradlab.store import RunWriter
-
         self.recorder = _check_recorder(recorder)
         self.started = time.time()
         info = describe_model(recorder._root)
@@ -125,8 +125,6 @@ def save_report(recorder: GradientRecorder, out: str | os.PathLike[str] = "gradl
     The records are first written as a run directory (``run_dir``; by default beside the
     report, named after it with ``-run``), which ``gradlab report`` can read again later.
     """
-    from gradlab.report import report_from_dirs
-
     out = Path(out)
     if run_dir is None:
         run_dir = out.with_name(out.stem + "-run")

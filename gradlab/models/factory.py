@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from gradlab.errors import GradlabError, first_line
+from gradlab.models import registry
 
 _FACTORY = re.compile(r"^([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*):([A-Za-z_]\w*)$")
 
@@ -39,8 +40,6 @@ def is_factory_spec(spec: str) -> bool:
     match = _FACTORY.match(spec.strip())
     if match is None:
         return False
-    from gradlab.models import registry
-
     return registry.lookup(match.group(1)) is None
 
 

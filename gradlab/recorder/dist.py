@@ -16,6 +16,14 @@ from typing import Any
 
 import torch
 
+#: The one process that keeps records and writes them: the recorder's and the trainer's rank 0.
+MAIN_RANK = 0
+
+
+def is_main_rank(rank: int) -> bool:
+    """Whether ``rank`` is the process that keeps records and writes the run (rank 0)."""
+    return rank == MAIN_RANK
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -24,7 +32,7 @@ class Ranks:
 
     @property
     def keeps_records(self) -> bool:
-        return self.rank == 0
+        return is_main_rank(self.rank)
 
     @property
     def distributed(self) -> bool:

@@ -57,8 +57,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -368,6 +369,18 @@ def parse_clip(spec: str | None) -> Clipper:
     text = spec.strip().lower()
     if text in ("", "none"):
         return Clipper()
+    kind, value_text, options = _split(spec, text)
+    if kind not in _METHODS:
+        _bad(spec, f"unknown method {kind!r}")
+    allowed, build = _METHODS[kind]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        _bad(spec, f"unknown option {unknown[0]!r} for {kind} (options: {', '.join(allowed) or 'none'})")
+    return build(_SpecReader(spec, kind, options), value_text)
+
+
+def _split(spec: str, text: str) -> tuple[str, str | None, dict[str, str]]:
+    """``"kind:value,key=val,..."`` -> (kind, the value or None, the options)."""
     kind, _, rest = text.partition(":")
     parts = [p.strip() for p in rest.split(",")] if rest else []
     value_text = parts[0] if parts and "=" not in parts[0] else None
@@ -377,55 +390,67 @@ def parse_clip(spec: str | None) -> Clipper:
         if not eq or not key.strip():
             _bad(spec, f"{part!r} is not KEY=VALUE")
         options[key.strip()] = val.strip()
+    return kind, value_text, options
 
-    def number(text: str | None, what: str, default: float | None) -> float:
+
+@dataclass(frozen=True)
+class _SpecReader:
+    """Reads a spec's numbers, refusing bad ones with the spec named."""
+
+    spec: str
+    kind: str
+    options: dict[str, str]
+
+    def number(self, text: str | None, what: str, default: float | None) -> float:
         if text is None:
             if default is None:
-                _bad(spec, f"{kind} needs a {what}, e.g. {kind}:1.0")
+                _bad(self.spec, f"{self.kind} needs a {what}, e.g. {self.kind}:1.0")
             return default  # type: ignore[return-value]
         try:
             value = float(text)
         except ValueError:
-            _bad(spec, f"{what} {text!r} is not a number")
+            _bad(self.spec, f"{what} {text!r} is not a number")
         if not math.isfinite(value) or value <= 0:
-            _bad(spec, f"{what} must be a positive number, got {text}")
+            _bad(self.spec, f"{what} must be a positive number, got {text}")
         return value
 
-    def integer(text: str | None, what: str, default: int | None) -> int | None:
+    def integer(self, text: str | None, what: str, default: int | None) -> int | None:
         if text is None:
             return default
         try:
             value = int(text)
         except ValueError:
-            _bad(spec, f"{what} {text!r} is not a whole number")
+            _bad(self.spec, f"{what} {text!r} is not a whole number")
         if value < 1:
-            _bad(spec, f"{what} must be at least 1, got {text}")
+            _bad(self.spec, f"{what} must be at least 1, got {text}")
         return value
 
-    allowed = {"norm": (), "value": (), "agc": ("eps",), "autoclip": ("window",), "zscore": ("alpha", "warmup")}
-    if kind not in allowed:
-        _bad(spec, f"unknown method {kind!r}")
-    unknown = sorted(set(options) - set(allowed[kind]))
-    if unknown:
-        valid = ", ".join(allowed[kind]) or "none"
-        _bad(spec, f"unknown option {unknown[0]!r} for {kind} (options: {valid})")
 
-    if kind == "norm":
-        return NormClipper(number(value_text, "threshold", None))
-    if kind == "value":
-        return ValueClipper(number(value_text, "bound", None))
-    if kind == "agc":
-        return AGCClipper(number(value_text, "lambda", 0.01), number(options.get("eps"), "eps", 1e-3))
-    if kind == "autoclip":
-        p = number(value_text, "percentile", 10.0)
-        if p > 100:
-            _bad(spec, f"percentile must be in (0, 100], got {value_text}")
-        return AutoClipper(p, integer(options.get("window"), "window", None))
-    alpha = number(options.get("alpha"), "alpha", 0.97)
+def _autoclip(read: _SpecReader, value_text: str | None) -> Clipper:
+    p = read.number(value_text, "percentile", 10.0)
+    if p > 100:
+        _bad(read.spec, f"percentile must be in (0, 100], got {value_text}")
+    return AutoClipper(p, read.integer(read.options.get("window"), "window", None))
+
+
+def _zscore(read: _SpecReader, value_text: str | None) -> Clipper:
+    alpha = read.number(read.options.get("alpha"), "alpha", 0.97)
     if alpha >= 1:
-        _bad(spec, f"alpha must be in (0, 1), got {options['alpha']}")
-    return ZScoreClipper(number(value_text, "z threshold", 2.5), alpha, integer(options.get("warmup"), "warmup", 25))
+        _bad(read.spec, f"alpha must be in (0, 1), got {read.options['alpha']}")
+    return ZScoreClipper(read.number(value_text, "z threshold", 2.5), alpha,
+                         read.integer(read.options.get("warmup"), "warmup", 25))
 
 
-def _bad(spec: str, why: str) -> None:
+#: Each method's options and how its clipper is built from the spec.
+_METHODS: dict[str, tuple[tuple[str, ...], Callable[[_SpecReader, str | None], Clipper]]] = {
+    "norm": ((), lambda read, v: NormClipper(read.number(v, "threshold", None))),
+    "value": ((), lambda read, v: ValueClipper(read.number(v, "bound", None))),
+    "agc": (("eps",), lambda read, v: AGCClipper(read.number(v, "lambda", 0.01),
+                                                 read.number(read.options.get("eps"), "eps", 1e-3))),
+    "autoclip": (("window",), _autoclip),
+    "zscore": (("alpha", "warmup"), _zscore),
+}
+
+
+def _bad(spec: str, why: str) -> NoReturn:
     raise GradlabError(f"bad clip spec {spec!r}: {why}; use {VALID_FORMS}")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from gradlab.analysis.comparison import Comparison, compare_runs, format_comparison
 from gradlab.errors import GradlabError
+from gradlab.models import parse_spec
+from gradlab.report import build_report
+from gradlab.store import load_run
+from gradlab.training import distributed
 from gradlab.training.config import TrainConfig
-
-if TYPE_CHECKING:
-    from gradlab.analysis.comparison import Comparison
+from gradlab.training.loop import train_run
+from gradlab.training.preflight import check_output_dir, check_output_file, check_run
 
 
 @dataclasses.dataclass
@@ -24,8 +28,6 @@ class CompareResult:
 
     def summary(self) -> str:
         """The terminal's closing summary: a line per run, the verdict, where the report is."""
-        from gradlab.analysis.comparison import format_comparison
-
         lines = [f"run: {path}" for path in self.run_dirs]
         if self.comparison is not None:
             lines += ["", format_comparison(self.comparison), ""]
@@ -64,11 +66,6 @@ def compare_models(
     quiet: bool = False,
 ) -> CompareResult:
     """:func:`compare`, returning the comparison verdict and which runs were reused as well."""
-    from gradlab.models import parse_spec
-    from gradlab.training import distributed
-    from gradlab.training.loop import train_run
-    from gradlab.training.preflight import check_output_dir, check_output_file, check_run
-
     if len(models) < 1:
         raise GradlabError("give at least one model spec, e.g. gradlab compare plain34 resnet34")
     for spec in models:  # refuse a bad spec before any training starts
@@ -81,12 +78,10 @@ def compare_models(
     outcomes = [train_run(config, out, rerun=rerun, quiet=quiet) for config in configs]
     run_dirs = [o.path for o in outcomes]
     reused = [o.reused for o in outcomes]
-    if distributed.launched_by_torchrun() and not _is_rank0():
+    if distributed.launched_by_torchrun() and not distributed.is_main_process():
         return CompareResult(None, run_dirs, reused, None)
     report_path = Path(report) if report is not None else Path(out) / _report_name(models)
     runs = _load(run_dirs)
-    from gradlab.analysis.comparison import compare_runs
-
     comparison = compare_runs(runs, reused=reused)
     return CompareResult(_write(runs, report_path), run_dirs, reused, comparison)
 
@@ -97,25 +92,14 @@ def write_report(run_dirs: list[Path], report_path: Path, title: str | None = No
 
 
 def _load(run_dirs: list[Path]) -> list:
-    from gradlab.store import load_run
-
     return [load_run(path) for path in run_dirs]
 
 
 def _write(runs: list, report_path: Path, title: str | None = None) -> Path:
-    from gradlab.report import build_report
-
     return build_report(runs, report_path, title=title)
 
 
 def _report_name(models: list[str]) -> str:
-    import re
-
     stem = "-vs-".join(re.sub(r"[^A-Za-z0-9_.=-]+", "_", m) for m in models)
     return f"compare-{stem[:120]}.html"
 
-
-def _is_rank0() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0

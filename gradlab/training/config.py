@@ -65,8 +65,29 @@ class TrainConfig:
 
         Every number is checked for its type and range (counts up to generous maxima, rates
         finite), and the training length is given at most one way: steps or epochs, not both
-        (neither: a length sized for the device, see ``gradlab.training.loop.DEFAULT_STEPS``).
+        (neither: a length sized for the device, see ``gradlab.training.identity.DEFAULT_STEPS``).
         """
+        self._validate_length()
+        for name, high, example, optional in _COUNTS:
+            value = getattr(self, name)
+            if not (optional and value is None):
+                _positive(name, value, example, high)
+        self._validate_ranges()
+        for name in _STRINGS:
+            if not isinstance(getattr(self, name), str):
+                raise GradlabError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise GradlabError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise GradlabError(f"data_dir must be a path (a string), got {self.data_dir!r}")
+        if not isinstance(self.extra, dict):
+            raise GradlabError(f"extra must be a table of labels, got {self.extra!r}")
+        for name, valid in _CHOICES:
+            _choice(name, getattr(self, name), valid)
+
+    def _validate_length(self) -> None:
+        """The batch, and the training length given at most one way."""
         _positive("batch_size", self.batch_size, "--batch-size 64", MAX_BATCH)
         if self.steps is not None and self.epochs is not None:
             raise GradlabError(f"give the training length once: steps ({self.steps}) or epochs "
@@ -75,16 +96,9 @@ class TrainConfig:
             _positive("steps", self.steps, "--steps 100", MAX_STEPS)
         if self.epochs is not None:
             _number("epochs", self.epochs, "--epochs 1", low=0.0, high=1e6)
-        _positive("eval_every", self.eval_every, "--eval-every 50", MAX_STEPS)
-        _positive("record_every", self.record_every, "--record-every 1", MAX_STEPS)
-        _positive("flush_every", self.flush_every, "--flush-every 25", MAX_STEPS)
-        if self.eval_batches is not None:
-            _positive("eval_batches", self.eval_batches, "--eval-batches 8", MAX_STEPS)
-        if self.threads is not None:
-            _positive("threads", self.threads, "--threads 2", MAX_THREADS)
-        for name in ("train_size", "eval_size"):
-            if getattr(self, name) is not None:
-                _positive(name, getattr(self, name), f"--{name.replace('_', '-')} 1000", MAX_IMAGES)
+
+    def _validate_ranges(self) -> None:
+        """Counts that may be 0, the seed, and the rates."""
         if not _is_int(self.warmup_steps) or not 0 <= self.warmup_steps <= MAX_STEPS:
             raise GradlabError(f"warmup_steps must be a whole number from 0 to {MAX_STEPS}, got "
                                f"{self.warmup_steps!r}: pass e.g. --warmup-steps 0")
@@ -96,20 +110,6 @@ class TrainConfig:
         _number("momentum", self.momentum, "--momentum 0.9", low=0.0, high=1.0, closed=True)
         _number("weight_decay", self.weight_decay, "--weight-decay 1e-4", low=0.0, high=math.inf,
                 closed=True)
-        for name in ("model", "data", "optimizer", "schedule", "device", "amp", "clip",
-                     "on_nonfinite", "metrics"):
-            if not isinstance(getattr(self, name), str):
-                raise GradlabError(f"{name} must be a string, got {getattr(self, name)!r}")
-        for name in ("download", "augment", "nesterov"):
-            if not isinstance(getattr(self, name), bool):
-                raise GradlabError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.data_dir is not None and not isinstance(self.data_dir, str):
-            raise GradlabError(f"data_dir must be a path (a string), got {self.data_dir!r}")
-        if not isinstance(self.extra, dict):
-            raise GradlabError(f"extra must be a table of labels, got {self.extra!r}")
-        _choice("amp", self.amp, AMP_MODES)
-        _choice("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
-        _choice("metrics", self.metrics, METRIC_SETS)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,6 +144,22 @@ class TrainConfig:
         if values.get("epochs") is not None and "steps" not in values:
             values = {**values, "steps": None}  # epochs given alone replace the default steps
         return cls(**values)
+
+
+#: Whole-number settings checked by :meth:`TrainConfig.validate`, in order: (field, upper
+#: bound, an example for the message, whether None is allowed, meaning "the default").
+_COUNTS: tuple[tuple[str, int, str, bool], ...] = (
+    ("eval_every", MAX_STEPS, "--eval-every 50", False),
+    ("record_every", MAX_STEPS, "--record-every 1", False),
+    ("flush_every", MAX_STEPS, "--flush-every 25", False),
+    ("eval_batches", MAX_STEPS, "--eval-batches 8", True),
+    ("threads", MAX_THREADS, "--threads 2", True),
+    ("train_size", MAX_IMAGES, "--train-size 1000", True),
+    ("eval_size", MAX_IMAGES, "eval_size = 1000 (in an experiment file)", True),  # no CLI option
+)
+_STRINGS = ("model", "data", "optimizer", "schedule", "device", "amp", "clip", "on_nonfinite", "metrics")
+_FLAGS = ("download", "augment", "nesterov")
+_CHOICES = (("amp", AMP_MODES), ("on_nonfinite", NONFINITE_POLICIES), ("metrics", METRIC_SETS))
 
 
 def _is_int(value: Any) -> bool:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from gradlab.recorder.dist import is_main_rank
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -29,11 +31,17 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        return is_main_rank(self.rank)
 
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun launch (or runs alone), read from the
+    environment: still known after the process group is torn down."""
+    return is_main_rank(int(os.environ.get("RANK", "0")))
 
 
 def setup(device_type: str) -> DistInfo:

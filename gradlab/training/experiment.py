@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -43,8 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from gradlab.common.names import safe_slug
-from gradlab.errors import GradlabError
+from gradlab.errors import GradlabError, terminal_safe
+from gradlab.report import build_report
+from gradlab.store import find_runs, load_run
 from gradlab.training.config import TrainConfig
+from gradlab.training.launch import import_ray, run_with_ray, shard_points
+from gradlab.training.loop import train_run
+from gradlab.training.preflight import check_output_dir, check_output_file, check_run
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,44 +86,15 @@ def load_experiment(
     torch (model specs, memory, devices): enough to know each point's run id.
     """
     path = Path(path)
-    if not path.is_file():
-        raise GradlabError(f"experiment file {str(path)!r} not found: pass the path to a .toml file")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise GradlabError(f"{path}: not valid TOML ({exc})") from None
     where = str(path)
-    unknown = sorted(set(doc) - set(TOP_KEYS))
-    if unknown:
-        raise GradlabError(f"{where}: unknown key {unknown[0]!r}; valid top-level keys: {', '.join(TOP_KEYS)}")
+    doc = _read_toml(path)
     name = doc.get("name") or path.stem
     if not isinstance(name, str):
         raise GradlabError(f"{where}: 'name' must be a string")
-    defaults = _table(doc, "defaults", where)
-    grid = _table(doc, "grid", where)
-    profiles = _table(doc, "profiles", where)
-    if profiles and profile not in profiles:
-        raise GradlabError(f"{where}: no profile {profile!r}; this file has: {', '.join(profiles)}")
-    if not profiles and profile != DEFAULT_PROFILE:
-        raise GradlabError(f"{where}: no profile {profile!r}; this file defines no [profiles]")
-    chosen = dict(_table(profiles, profile, f"{where} [profiles]")) if profiles else {}
-    grid = {**grid, **_table(chosen, "grid", f"{where} [profiles.{profile}]")}
-    chosen.pop("grid", None)
+    defaults, chosen, grid = _sections(doc, profile, where)
     settings: dict[str, Any] = {}
     for layer in (defaults, chosen, overrides or {}):
         settings = _layered(settings, layer)
-
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for section, table in (("defaults", defaults), (f"profiles.{profile}", chosen), ("grid", grid)):
-        for key in table:
-            if key not in fields:
-                raise GradlabError(
-                    f"{where} [{section}]: unknown key {key!r}; valid keys: {', '.join(sorted(fields))}"
-                )
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise GradlabError(f"{where} [grid]: {key!r} must be a non-empty list, e.g. {key} = [...]")
-
     extra = settings.get("extra", {})
     if not isinstance(extra, dict):
         raise GradlabError(f"{where}: 'extra' must be a table of labels ([defaults.extra])")
@@ -144,6 +121,46 @@ def load_experiment(
         raise GradlabError(f"{where}: the experiment defines no runs; add [grid] model = [...]")
     return Experiment(name=name, description=str(doc.get("description", "")), profile=profile,
                       configs=configs, path=path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML, with only the known top-level keys."""
+    if not path.is_file():
+        raise GradlabError(f"experiment file {str(path)!r} not found: pass the path to a .toml file")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GradlabError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(doc) - set(TOP_KEYS))
+    if unknown:
+        raise GradlabError(f"{path}: unknown key {unknown[0]!r}; valid top-level keys: {', '.join(TOP_KEYS)}")
+    return doc
+
+
+def _sections(doc: dict[str, Any], profile: str, where: str) -> tuple[dict, dict, dict]:
+    """The ``[defaults]``, the chosen profile's settings and the grid (the profile's axes
+    replacing the file's), with every key checked against :class:`TrainConfig`."""
+    defaults = _table(doc, "defaults", where)
+    grid = _table(doc, "grid", where)
+    profiles = _table(doc, "profiles", where)
+    if profiles and profile not in profiles:
+        raise GradlabError(f"{where}: no profile {profile!r}; this file has: {', '.join(profiles)}")
+    if not profiles and profile != DEFAULT_PROFILE:
+        raise GradlabError(f"{where}: no profile {profile!r}; this file defines no [profiles]")
+    chosen = dict(_table(profiles, profile, f"{where} [profiles]")) if profiles else {}
+    grid = {**grid, **_table(chosen, "grid", f"{where} [profiles.{profile}]")}
+    chosen.pop("grid", None)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for section, table in (("defaults", defaults), (f"profiles.{profile}", chosen), ("grid", grid)):
+        for key in table:
+            if key not in fields:
+                raise GradlabError(
+                    f"{where} [{section}]: unknown key {key!r}; valid keys: {', '.join(sorted(fields))}"
+                )
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise GradlabError(f"{where} [grid]: {key!r} must be a non-empty list, e.g. {key} = [...]")
+    return defaults, chosen, grid
 
 
 def run_experiment(
@@ -175,15 +192,10 @@ def run_experiment(
     builds the report from the finished runs in ``out``; ``launcher="ray"`` trains the points
     as Ray tasks (see :mod:`gradlab.training.launch`).
     """
-    from gradlab.training.launch import shard_points
-    from gradlab.training.preflight import check_output_dir, check_output_file
-
     if launcher not in ("serial", "ray"):
         raise GradlabError(f"--launcher must be serial or ray, got {launcher!r}")
     if launcher == "ray":
-        from gradlab.training.launch import _import_ray
-
-        _import_ray()  # says how to install it before any other work
+        import_ray()  # says how to install it before any other work
     experiment = load_experiment(path, profile, overrides, limit=limit, max_points=max_points,
                                  check=not report_only)
     slug = safe_slug(experiment.name, fallback="experiment")
@@ -197,37 +209,41 @@ def run_experiment(
         check_output_file(report_path, "--report")
     configs = shard_points(experiment.configs, shard)
     if launcher == "ray":
-        from gradlab.training.launch import run_with_ray
-
-        run_dirs, failures = run_with_ray(configs, out, address=address, workers=workers,
-                                          cpus=cpus_per_point, gpus=gpus_per_point, rerun=rerun,
-                                          progress=progress)
-        if failures:
-            first = failures[0]
-            raise GradlabError(
-                f"{len(failures)} of {len(configs)} grid points failed (first: {first.label()}: "
-                f"{first.error}); run the same command again to retry only the points without a "
-                "finished run"
-            )
+        run_dirs = _train_with_ray(configs, out, address=address, workers=workers,
+                                   cpus=cpus_per_point, gpus=gpus_per_point, rerun=rerun,
+                                   progress=progress)
     else:
-        from gradlab.training.loop import train_run
-
-        outcomes = [train_run(config, out, rerun=rerun, quiet=quiet) for config in configs]
-        run_dirs = [o.path for o in outcomes]
-        reused = sum(o.reused for o in outcomes)
-        if reused and not quiet:
-            print(f"{reused} of {len(outcomes)} grid points reused a finished run with the same settings; "
-                  "pass --rerun to train them again", file=sys.stderr)
+        run_dirs = _train_serially(configs, out, rerun=rerun, quiet=quiet)
     if shard is not None:
         return None, run_dirs
     _build(run_dirs, report_path, title, plotlyjs)
     return report_path, run_dirs
 
 
-def _build(run_dirs: list[Path], report_path: Path, title: str, plotlyjs: str) -> None:
-    from gradlab.report import build_report
-    from gradlab.store import load_run
+def _train_serially(configs: list[TrainConfig], out: Path, *, rerun: bool, quiet: bool) -> list[Path]:
+    """Train the points one after the other in this process; the run directories."""
+    outcomes = [train_run(config, out, rerun=rerun, quiet=quiet) for config in configs]
+    reused = sum(o.reused for o in outcomes)
+    if reused and not quiet:
+        print(f"{reused} of {len(outcomes)} grid points reused a finished run with the same settings; "
+              "pass --rerun to train them again", file=sys.stderr)
+    return [o.path for o in outcomes]
 
+
+def _train_with_ray(configs: list[TrainConfig], out: Path, **options: Any) -> list[Path]:
+    """Train the points as Ray tasks; one line naming the first failure if any failed."""
+    run_dirs, failures = run_with_ray(configs, out, **options)
+    if failures:
+        first = failures[0]
+        raise GradlabError(
+            f"{len(failures)} of {len(configs)} grid points failed (first: {first.label()}: "
+            f"{first.error}); run the same command again to retry only the points without a "
+            "finished run"
+        )
+    return run_dirs
+
+
+def _build(run_dirs: list[Path], report_path: Path, title: str, plotlyjs: str) -> None:
     build_report([load_run(p) for p in run_dirs], report_path, title=title, plotlyjs=plotlyjs)
 
 
@@ -268,8 +284,6 @@ def grid_status(experiment: Experiment, out: str | Path) -> list[dict[str, Any]]
     finished run), ``running``, ``failed`` (failed or stopped) or ``missing``, and its run
     directory (the best one for that point) or ``None``. A stored run belongs to a point when
     its recorded settings are the point's (see :data:`_MACHINE_SETTINGS`). Torch-free."""
-    from gradlab.store import find_runs
-
     stored = [e for e in find_runs(out) if e.error is None]
     rank = {"finished": 3, "running": 2, "failed": 1, "stopped": 1}
     points = []
@@ -307,8 +321,6 @@ def _table(doc: dict, key: str, where: str) -> dict:
 
 def _config(values: dict[str, Any], where: str, check: bool = True) -> TrainConfig:
     """Build and check one run's settings: types, choices, model spec, clipping, schedule."""
-    from gradlab.training.preflight import check_run
-
     config = TrainConfig.from_dict(values, where)
     for f in dataclasses.fields(TrainConfig):
         value = getattr(config, f.name)
@@ -338,10 +350,6 @@ def _check_type(name: str, value: Any, default: Any, where: str) -> None:
 
 def format_grid_status(points: list[dict[str, Any]], fmt: str = "table") -> str:
     """:func:`grid_status` as an aligned table with a count per state, or as JSON."""
-    import json
-
-    from gradlab.errors import terminal_safe
-
     if fmt == "json":
         return json.dumps(points, indent=2)
     counts = {state: sum(p["status"] == state for p in points)

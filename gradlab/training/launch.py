@@ -17,6 +17,7 @@ Ray is optional: ``pip install 'gradlab[ray]'``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -28,7 +29,11 @@ from typing import Any
 
 import gradlab
 from gradlab.errors import GradlabError, first_line
+from gradlab.store import find_finished_run
 from gradlab.training.config import TrainConfig
+from gradlab.training.device import resolve_device
+from gradlab.training.identity import resolve_settings, run_id
+from gradlab.training.loop import train
 
 RAY_INSTALL = "pip install 'gradlab[ray]'"
 
@@ -83,13 +88,7 @@ def run_with_ray(
     Points with a finished run in ``out`` are skipped without a task (unless ``rerun``).
     ``workers`` sets the CPUs of a local Ray instance (default: all of this machine's).
     """
-    import dataclasses
-
-    ray = _import_ray()
-    from gradlab.store import find_finished_run
-    from gradlab.training.device import resolve_device
-    from gradlab.training.loop import resolve_settings, run_id
-
+    ray = import_ray()
     say = progress or (lambda message: print(message, file=sys.stderr))
     # A CPU run's thread count is part of its identity: fix it to what each task gets (Ray
     # gives a task as many threads as CPUs), so that the run a task records is the one found
@@ -134,12 +133,11 @@ def run_with_ray(
 
 def _train_point(config: TrainConfig, out: str, rerun: bool) -> str:
     """One grid point, in a Ray worker: exactly what a serial run does for it."""
-    from gradlab.training.loop import train
-
     return str(train(config, out, rerun=rerun, quiet=True))
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
+    """The ray module, or a one-line error saying how to install it."""
     try:
         import ray
     except ImportError:

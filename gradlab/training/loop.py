@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -22,65 +22,32 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import nn
 
 from gradlab._version import __version__
+from gradlab.common import metrics as M
 from gradlab.errors import GradlabError
+from gradlab.models import build_model, parse_spec
+from gradlab.recorder import GradientRecorder
+from gradlab.store import RunFinishedError, RunWriter, find_finished_run, read_meta, update_run_meta
 from gradlab.training import distributed
+from gradlab.training.clipping import parse_clip
 from gradlab.training.config import TrainConfig
+from gradlab.training.data import load_data
 from gradlab.training.device import device_name, resolve_device
+from gradlab.training.identity import DEFAULT_OUT, DEFAULT_STEPS, resolve_settings, run_dir_for, run_id
+from gradlab.training.optim import make_optimizer, make_scheduler
+from gradlab.training.prediction import meanfield_prediction
+from gradlab.training.progress import progress as make_progress
+from gradlab.training.steplog import StepLog
 
-DEFAULT_OUT = "runs"
-
-#: Training length when neither steps nor epochs is given: what the main job needs to show
-#: resnet34 learning while plain34 does not, in about a minute and a half per net on a 2-core
-#: CPU, and more on a GPU, where steps are cheap.
-DEFAULT_STEPS = {"cpu": 300, "cuda": 2000}
-
-# Per-step scalars kept on the device and copied to the host once per flush, in this order.
-_STEP_FIELDS = (
-    "loss",
-    "train_acc",
-    "clip_norm_before",
-    "clip_norm_after",
-    "clip_threshold",
-    "clip_fired",
-    "nonfinite",
-)
-
-
-def resolve_settings(config: TrainConfig, device: torch.device | None = None) -> TrainConfig:
-    """The settings with what depends on the machine filled in: the training length when
-    neither ``steps`` nor ``epochs`` is given, and the CPU thread count.
-
-    A CPU run's numbers depend on the thread count (reductions are split differently), so the
-    count becomes part of the run's identity: a run recorded with 1 thread is never reused as
-    one with 2.
-    """
-    import dataclasses
-
-    device = resolve_device(config.device) if device is None else device
-    changes: dict[str, Any] = {}
-    if config.steps is None and config.epochs is None:
-        changes["steps"] = DEFAULT_STEPS.get(device.type, DEFAULT_STEPS["cpu"])
-    if device.type == "cpu" and config.threads is None:
-        changes["threads"] = torch.get_num_threads()
-    return dataclasses.replace(config, **changes) if changes else config
-
-
-def run_id(config: TrainConfig) -> str:
-    from gradlab.store import run_id_for
-
-    return run_id_for(config.identity())
-
-
-def run_dir_for(config: TrainConfig, out: str | Path = DEFAULT_OUT) -> Path:
-    """Where a run with these settings lives: ``OUT/<model-slug>-<hash of the settings>``."""
-    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", config.model).strip("_")[:60] or "run"
-    return Path(out) / f"{slug}-{run_id(config)}"
-
+# The run identity helpers and the mean-field prediction live in their own modules; they stay
+# importable from here, where callers have always found them.
+__all__ = [
+    "DEFAULT_OUT", "DEFAULT_STEPS", "TrainOutcome", "command_line", "meanfield_prediction",
+    "resolve_settings", "run_dir_for", "run_id", "train", "train_run",
+]
 
 @dataclasses.dataclass(frozen=True)
 class TrainOutcome:
@@ -113,8 +80,6 @@ def train_run(
     quiet: bool = False,
 ) -> TrainOutcome:
     """:func:`train`, also saying whether the run was reused and with which resolved settings."""
-    from gradlab.store import RunFinishedError, RunWriter, find_finished_run
-
     config.validate()
     device = resolve_device(config.device)
     config = resolve_settings(config, device)
@@ -157,9 +122,6 @@ def _fill_meanfield(run_dir: Path, config: TrainConfig) -> None:
     The prediction depends only on the initial weights: the model is rebuilt on the CPU from
     the same spec and seed as the run (the trainer seeds right before building it too).
     """
-    from gradlab.models import build_model
-    from gradlab.store import read_meta, update_run_meta
-
     meta = read_meta(run_dir)
     data = meta.get("data") or {}
     input_size = data.get("input_size")
@@ -175,8 +137,6 @@ def _fill_meanfield(run_dir: Path, config: TrainConfig) -> None:
 
 def _check_writable(out: Path) -> None:
     """Refuse an output directory that cannot be written, without creating anything."""
-    import os
-
     existing = out.resolve()
     while not existing.exists():
         existing = existing.parent
@@ -188,11 +148,6 @@ class _Trainer:
     """Everything one run builds, and the loop over its steps."""
 
     def __init__(self, config: TrainConfig, device: torch.device, dist_info: distributed.DistInfo):
-        from gradlab.models import build_model, parse_spec
-        from gradlab.training.clipping import parse_clip
-        from gradlab.training.data import load_data
-        from gradlab.training.optim import make_optimizer, make_scheduler
-
         self.config, self.device, self.dist = config, device, dist_info
         self.model_spec = str(parse_spec(config.model))
         self.clipper = parse_clip(config.clip)
@@ -220,6 +175,21 @@ class _Trainer:
         # Listed once: the clipper skips parameters without a gradient in a step itself.
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.nan = torch.tensor(float("nan"), device=device)
+        self._build_optimizer()
+        self._build_loaders(n_train)
+        self.trained: nn.Module = self.model
+        if dist_info.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.trained = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.scaler = None
+        if config.amp == "fp16":
+            self.scaler = torch.amp.GradScaler(device.type)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.started = time.time()
+
+    def _build_optimizer(self) -> None:
+        config = self.config
         self.optimizer = make_optimizer(
             self.model,
             config.optimizer,
@@ -231,6 +201,9 @@ class _Trainer:
         self.scheduler = make_scheduler(
             self.optimizer, config.schedule, self.total_steps, config.warmup_steps
         )
+
+    def _build_loaders(self, n_train: int) -> None:
+        config, dist_info = self.config, self.dist
         try:
             sampler = distributed.GlobalBatchSampler(
                 n_train, config.batch_size, config.seed, dist_info.rank, dist_info.world_size
@@ -241,16 +214,6 @@ class _Trainer:
         self.eval_loader = torch.utils.data.DataLoader(
             self.data.eval, batch_size=min(config.batch_size, 256), shuffle=False
         )
-        self.trained: nn.Module = self.model
-        if dist_info.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.trained = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.scaler = None
-        if config.amp == "fp16":
-            self.scaler = torch.amp.GradScaler(device.type)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
-        self.loss_fn = nn.CrossEntropyLoss()
-        self.started = time.time()
 
     # -- metadata ---------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -283,10 +246,12 @@ class _Trainer:
         }
 
     # -- the loop ---------------------------------------------------------------------------
-    def run(self, writer, *, quiet: bool) -> None:
-        from gradlab.recorder import GradientRecorder
-        from gradlab.store import interrupts_deferred
+    def run(self, writer: RunWriter | None, *, quiet: bool) -> None:
+        """Train every step, flushing to ``writer`` as it goes (None: record, write nothing).
 
+        A non-finite step ends the run as failed, with its records saved, or is skipped
+        (``on_nonfinite``); Ctrl-C flushes the whole steps and marks the run stopped.
+        """
         config = self.config
         recorder = GradientRecorder(
             self.model,
@@ -294,93 +259,15 @@ class _Trainer:
             metrics=None if config.metrics == "default" else "all",
             scaler=self.scaler,  # activation gradients are taken on scaled values under fp16
         )
-        progress = _progress(self.total_steps, quiet or not self.dist.is_main, self.model_spec)
-        pending: list[torch.Tensor] = []  # per-step scalars, still on the device
-        pending_steps: list[int] = []
-        host_rows: list[tuple[int, str, float]] = []  # lr, eval and skip rows
-        status, error = "finished", None
-        counts = {"nonfinite": 0, "skipped": 0}
-        # The recorder names the first non-finite layer on recorded steps; on other steps the
-        # trainer still knows the step, so the run keeps where the explosion began.
-        first_bad: dict[str, Any] = {}
-        batches = iter(self.train_loader)
-        step = -1
-        complete = -1  # the last step whose rows are all there (its evaluation included)
-
-        def whole_steps(frame: pd.DataFrame) -> pd.DataFrame:
-            # Rows of a step that Ctrl-C cut short are dropped: a run keeps whole steps only.
-            return frame[frame["step"] <= complete] if len(frame) else frame
-
-        def flush() -> None:
-            if writer is None:
-                recorder.pop_frame()
-                recorder.pop_step_frame()
-                pending.clear(), pending_steps.clear(), host_rows.clear()
-                return
-            # Ctrl-C waits for the flush to end, so the flush in the handler below finds
-            # nothing pending twice; meta.json (steps_done) is written after the parts.
-            with interrupts_deferred():
-                rows = [row for row in host_rows if row[0] <= complete]
-                if pending:
-                    values = torch.stack(pending).float().cpu().tolist()
-                    for s, vals in zip(pending_steps, values):
-                        if s <= complete:
-                            rows.extend((s, name, v) for name, v in zip(_STEP_FIELDS, vals))
-                pending.clear(), pending_steps.clear(), host_rows.clear()
-                frame = pd.DataFrame(rows, columns=["step", "metric", "value"])
-                recorded = whole_steps(recorder.pop_step_frame())
-                writer.append_steps(pd.concat([frame, recorded], ignore_index=True))
-                writer.append_layers(whole_steps(recorder.pop_frame()))
-                writer.flush(
-                    layers=recorder.layer_table(),
-                    # the recorder's is exact at every step; the trainer's also sees a non-finite loss
-                    nonfinite_first=min((f for f in (recorder.nonfinite_first, first_bad or None) if f),
-                                        key=lambda f: f["step"], default=None),
-                    steps_done=complete + 1,
-                    nonfinite_steps=counts["nonfinite"],
-                    skipped_steps=counts["skipped"],
-                    wall_time_s=round(time.time() - self.started, 3),
-                )
-
+        progress = make_progress(self.total_steps, self.model_spec,
+                                 disable=quiet or not self.dist.is_main)
+        log = StepLog(recorder, writer, self.started)
         try:
             with recorder:
-                for step in range(self.total_steps):
-                    x, y = next(batches)
-                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    scalars, bad = self._step(x, y, recorder)
-                    pending.append(scalars)
-                    pending_steps.append(step)
-                    host_rows.append((step, "lr", lr))
-                    if bad:
-                        counts["nonfinite"] += 1
-                        first_bad.setdefault("step", step)
-                        first_bad.setdefault("layer", None)
-                        if config.on_nonfinite == "stop" and self.scaler is None:
-                            status = "failed"
-                            error = (
-                                f"non-finite loss or gradients at step {step}; the run stopped "
-                                "there with its records saved (on_nonfinite='skip' skips such steps)"
-                            )
-                            complete = step
-                            break
-                        counts["skipped"] += 1
-                        host_rows.append((step, "skipped", 1.0))
-                    if self.scaler is not None:
-                        host_rows.append((step, "amp_scale", float(self.scaler.get_scale())))
-                    last = step == self.total_steps - 1
-                    if (step + 1) % config.eval_every == 0 or last:
-                        for name, value in self._evaluate().items():
-                            host_rows.append((step, name, value))
-                    complete = step
-                    if (step + 1) % config.flush_every == 0 or last or progress.due(1):
-                        progress.set_postfix(self._postfix(pending), refresh=False)
-                    if (step + 1) % config.flush_every == 0 or last:
-                        flush()
-                    progress.update(1)
-            flush()
+                error = self._steps(recorder, log, progress)
+            log.flush()
         except KeyboardInterrupt:
-            flush()
+            log.flush()
             if writer is not None:
                 writer.close("stopped", error="interrupted")
             raise
@@ -388,11 +275,53 @@ class _Trainer:
             progress.close()
         if writer is not None:
             writer.update_meta(wall_time_s=round(time.time() - self.started, 3))
-            writer.close(status, error=error)
+            writer.close("failed" if error else "finished", error=error)
         if error and not quiet and self.dist.is_main:
             print(f"warning: {error}", file=sys.stderr)
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, recorder) -> tuple[torch.Tensor, bool]:
+    def _steps(self, recorder: GradientRecorder, log: StepLog, progress: Any) -> str | None:
+        """The loop over the steps; returns why the run stopped early, or None."""
+        config = self.config
+        batches = iter(self.train_loader)
+        for step in range(self.total_steps):
+            x, y = next(batches)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            lr = self.optimizer.param_groups[0]["lr"]
+            scalars, bad = self._step(x, y, recorder)
+            log.add_scalars(step, scalars)
+            log.add(step, "lr", lr)
+            if bad:
+                error = self._on_nonfinite(step, log)
+                if error is not None:
+                    return error
+            if self.scaler is not None:
+                log.add(step, "amp_scale", float(self.scaler.get_scale()))
+            last = step == self.total_steps - 1
+            if (step + 1) % config.eval_every == 0 or last:
+                for name, value in self._evaluate().items():
+                    log.add(step, name, value)
+            log.complete = step
+            flush_due = (step + 1) % config.flush_every == 0 or last
+            if flush_due or progress.due(1):
+                progress.set_postfix(self._postfix(log.pending), refresh=False)
+            if flush_due:
+                log.flush()
+            progress.update(1)
+        return None
+
+    def _on_nonfinite(self, step: int, log: StepLog) -> str | None:
+        """Count a non-finite step; the error that ends the run, or None where it is skipped."""
+        log.nonfinite(step)
+        if self.config.on_nonfinite == "stop" and self.scaler is None:
+            log.complete = step
+            return (f"non-finite loss or gradients at step {step}; the run stopped there with its "
+                    "records saved (on_nonfinite='skip' skips such steps)")
+        log.skipped_steps += 1
+        log.add(step, M.SKIPPED, 1.0)
+        return None
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor,
+              recorder: GradientRecorder) -> tuple[torch.Tensor, bool]:
         """One optimizer step. Returns the step's scalars (on the device) and whether it was non-finite."""
         self.optimizer.zero_grad(set_to_none=True)
         recorder.set_labels(y)  # for act_grad_cos_class
@@ -486,25 +415,6 @@ def command_line(argv: list[str] | None = None) -> str:
         if head.name == "gradlab" or (head.name == "__main__.py" and head.parent.name == "gradlab"):
             args[0] = "gradlab"
     return shlex.join(args)
-
-
-def meanfield_prediction(model: nn.Module, input_size: tuple[int, ...]) -> list[dict[str, Any]] | None:
-    """The mean-field prediction of dL/dh per layer, relative to the last layer, for reports to
-    draw beside the measurement; ``None`` where the theory does not apply (normalisation,
-    shortcuts) or the model cannot be traced."""
-    from gradlab.theory.meanfield import predict_profile
-
-    try:
-        frame = predict_profile(model, input_size)
-    except GradlabError:
-        return None
-    return [{"layer": str(r.layer), "pred_rel": float(r.pred_rel)} for r in frame.itertuples()]
-
-
-def _progress(total: int, disable: bool, label: str):
-    from gradlab.training.progress import progress
-
-    return progress(total, label, disable=disable)
 
 
 def _git_revision() -> str | None:

@@ -13,8 +13,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gradlab.errors import GradlabError
-from gradlab.training.config import TrainConfig
+from gradlab.models import build_model, parse_spec
+from gradlab.training.clipping import parse_clip
+from gradlab.training.config import MAX_STEPS, TrainConfig
+from gradlab.training.data import (
+    SYNTHETIC_EVAL_SIZE,
+    SYNTHETIC_TRAIN_SIZE,
+    check_data_args,
+    check_data_files,
+    data_shape,
+)
+from gradlab.training.device import resolve_device
+from gradlab.training.optim import OPTIMIZERS, lr_factor_fn
 
 #: Bytes per float32 element: weights, gradients, optimizer state and activations.
 _FLOAT_BYTES = 4
@@ -29,12 +42,6 @@ def check_run(config: TrainConfig) -> None:
     schedule, the optimizer, the dataset (its files, unless they may be downloaded), the
     device, and that the model, its training state and one batch fit in memory here.
     """
-    from gradlab.models import parse_spec
-    from gradlab.training.clipping import parse_clip
-    from gradlab.training.data import check_data_args, check_data_files, data_shape
-    from gradlab.training.device import resolve_device
-    from gradlab.training.optim import OPTIMIZERS, lr_factor_fn
-
     config.validate()
     parse_spec(config.model)
     parse_clip(config.clip)
@@ -50,8 +57,6 @@ def check_run(config: TrainConfig) -> None:
     elif config.train_size is not None:
         train_images = min(train_images, config.train_size)
     if config.epochs is not None:
-        from gradlab.training.config import MAX_STEPS
-
         steps = math.ceil(config.epochs * train_images / config.batch_size)
         if steps > MAX_STEPS:
             raise GradlabError(f"epochs {config.epochs:g} means {steps:,} steps, more than "
@@ -77,11 +82,7 @@ def check_model_fits(spec: str, batch_size: int, input_size: tuple[int, int, int
     """Refuse a model that, trained at ``batch_size`` on inputs of ``input_size``, would not
     fit in memory here (for commands that build a model outside a training run; ``optimizer``
     None for a single backward pass, without optimizer state)."""
-    from gradlab.models import build_model
-
     if num_classes is None:
-        import torch
-
         try:
             with torch.device("meta"):
                 num_classes = int(list(build_model(spec, in_channels=input_size[0]).parameters())[-1].shape[0])
@@ -116,8 +117,6 @@ def estimate_bytes(config: TrainConfig) -> tuple[int, int] | None:
     """(bytes the model needs in training, bytes the data needs) for a run, estimated without
     allocating: the network is built on PyTorch's ``meta`` device (shapes, no storage) and one
     batch is passed through it to count the activations. ``None`` where it cannot be built so."""
-    from gradlab.training.data import data_shape
-
     input_size, classes, _ = data_shape(config.data)
     model = _model_elements(config.model, classes, input_size, config.batch_size)
     if model is None:
@@ -129,8 +128,6 @@ def estimate_bytes(config: TrainConfig) -> tuple[int, int] | None:
     model_bytes = _FLOAT_BYTES * (params * (2 + state) + 2 * activations)
     data_bytes = 0
     if config.data == "synthetic":  # generated in memory, both splits
-        from gradlab.training.data import SYNTHETIC_EVAL_SIZE, SYNTHETIC_TRAIN_SIZE
-
         images = (config.train_size or SYNTHETIC_TRAIN_SIZE) + (config.eval_size or SYNTHETIC_EVAL_SIZE)
         data_bytes = images * (math.prod(input_size) * _FLOAT_BYTES + 8)
     return model_bytes, data_bytes
@@ -140,10 +137,6 @@ def estimate_bytes(config: TrainConfig) -> tuple[int, int] | None:
 def _model_elements(spec: str, classes: int, input_size: tuple[int, ...],
                     batch_size: int) -> tuple[int, int] | None:
     """(parameters, activation elements of one batch) of a model, counted on the meta device."""
-    import torch
-
-    from gradlab.models import build_model
-
     try:
         with torch.device("meta"):
             model = build_model(spec, num_classes=classes, in_channels=input_size[0])
@@ -185,8 +178,6 @@ def _host_available() -> int | None:
 
 
 def _cuda_free() -> int | None:
-    import torch
-
     try:
         return int(torch.cuda.mem_get_info()[0])
     except Exception:

@@ -15,7 +15,19 @@ import pandas as pd
 import torch
 from torch import nn
 
+from gradlab.analysis.collapse import finding_words, similarity_findings
+from gradlab.analysis.diagnose import diagnose_run, format_diagnosis
+from gradlab.common import metrics as M
 from gradlab.errors import GradlabError
+from gradlab.models import build_model, parse_spec
+from gradlab.models.factory import build_from_factory, is_factory_spec, probe_loss
+from gradlab.recorder import GradientRecorder
+from gradlab.report import build_report
+from gradlab.store import Run
+from gradlab.training.data import data_shape, load_data
+from gradlab.training.device import resolve_device
+from gradlab.training.prediction import meanfield_prediction
+from gradlab.training.preflight import check_model_fits
 
 
 @dataclass
@@ -28,10 +40,8 @@ class ProbeResult:
     steps: pd.DataFrame
     diagnosis: pd.DataFrame
 
-    def run(self):
+    def run(self) -> Run:
         """The probe as a :class:`gradlab.store.Run`, for reports."""
-        from gradlab.store import Run
-
         return Run(path=Path(self.spec), meta=self.meta, layers=self.layers, steps=self.steps)
 
 
@@ -52,24 +62,13 @@ def probe(
     A model is a zoo spec (``resnet56``, ``mlp30:act=sigmoid``), a torchvision name
     (``tv:resnet50``) or a user's factory (``package.module:function``, see gradlab.models.factory).
     """
-    from gradlab.analysis.diagnose import diagnose_run
-    from gradlab.models import build_model, parse_spec
-    from gradlab.recorder import GradientRecorder
-    from gradlab.training.data import load_data
-    from gradlab.training.device import resolve_device
-
     if not models:
         raise GradlabError("give at least one model spec, e.g. gradlab probe plain56:norm=none resnet56")
     if batch_size <= 0:
         raise GradlabError(f"batch size must be positive, got {batch_size}: pass e.g. --batch-size 64")
-    from gradlab.models.factory import build_from_factory, is_factory_spec, probe_loss
-
     # refuse bad specs before any work
     specs = [m.strip() if is_factory_spec(m) else str(parse_spec(m)) for m in models]
     dev = resolve_device(device)
-    from gradlab.training.data import data_shape
-    from gradlab.training.preflight import check_model_fits
-
     input_size, classes, _ = data_shape(data) if data in _KNOWN_DATA else ((3, 32, 32), None, 0)
     for spec in specs:  # a model too large for memory is refused before any is built
         check_model_fits(spec, batch_size, input_size, classes, dev.type, optimizer=None)
@@ -79,52 +78,60 @@ def probe(
     x, y = next(iter(loader))
     x, y = x.to(dev), y.to(dev)
 
-    results = []
-    for spec in specs:
-        torch.manual_seed(seed)
-        inputs, targets = x, y
-        if is_factory_spec(spec):
-            built = build_from_factory(spec, num_classes=bundle.num_classes, in_channels=bundle.input_size[0])
-            model = built.model.to(dev)
-            if built.has_batch:
-                inputs = ({k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in built.inputs.items()}
-                          if isinstance(built.inputs, dict) else built.inputs.to(dev))
-                targets = None if built.targets is None else built.targets.to(dev)
-        else:
-            model = build_model(spec, num_classes=bundle.num_classes, in_channels=bundle.input_size[0]).to(dev)
-        model.train()
-        with GradientRecorder(model, metrics="all") as rec:
-            if isinstance(targets, torch.Tensor) and targets.dim() == 1:
-                rec.set_labels(targets)
-            loss = probe_loss(model, inputs, targets)
-            loss.backward()
-            rec.step()
-            layers = rec.to_frame()
-            steps = pd.concat(
-                [rec.step_frame(), pd.DataFrame({"step": [0], "metric": ["loss"], "value": [float(loss.detach())]})],
-                ignore_index=True,
-            )
-            meta = {
-                "name": spec,
-                "model": spec,
-                "status": "finished",
-                "spec": {"model": spec, "probe": True, "batch_size": batch_size, "seed": seed, "data": data},
-                "layers": rec.layer_table(),
-                "nonfinite_first": rec.nonfinite_first,
-                "num_params": sum(p.numel() for p in model.parameters()),
-                "meanfield": _meanfield(spec, model, inputs is x, tuple(bundle.input_size)),
-            }
-        result = ProbeResult(spec, meta, layers, steps, pd.DataFrame())
-        result.diagnosis = diagnose_run(result.run())
-        results.append(result)
-    return results
+    settings = {"batch_size": batch_size, "seed": seed, "data": data}
+    return [_probe_one(spec, x, y, bundle, dev, settings) for spec in specs]
+
+
+def _probe_one(spec: str, x: torch.Tensor, y: torch.Tensor, bundle: Any, dev: torch.device,
+               settings: dict[str, Any]) -> ProbeResult:
+    """One model, built from ``settings["seed"]``, through one batch with the recorder attached."""
+    torch.manual_seed(settings["seed"])
+    model, inputs, targets = _build_probed(spec, x, y, bundle, dev)
+    model.train()
+    with GradientRecorder(model, metrics="all") as rec:
+        if isinstance(targets, torch.Tensor) and targets.dim() == 1:
+            rec.set_labels(targets)
+        loss = probe_loss(model, inputs, targets)
+        loss.backward()
+        rec.step()
+        layers = rec.to_frame()
+        steps = pd.concat(
+            [rec.step_frame(), pd.DataFrame({"step": [0], "metric": [M.LOSS], "value": [float(loss.detach())]})],
+            ignore_index=True,
+        )
+        meta = {
+            "name": spec,
+            "model": spec,
+            "status": "finished",
+            "spec": {"model": spec, "probe": True, **settings},
+            "layers": rec.layer_table(),
+            "nonfinite_first": rec.nonfinite_first,
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "meanfield": _meanfield(spec, model, inputs is x, tuple(bundle.input_size)),
+        }
+    result = ProbeResult(spec, meta, layers, steps, pd.DataFrame())
+    result.diagnosis = diagnose_run(result.run())
+    return result
+
+
+def _build_probed(spec: str, x: torch.Tensor, y: torch.Tensor, bundle: Any,
+                  dev: torch.device) -> tuple[nn.Module, Any, Any]:
+    """The model on ``dev`` and the batch it is probed on: the data's, or a factory's own."""
+    if not is_factory_spec(spec):
+        model = build_model(spec, num_classes=bundle.num_classes, in_channels=bundle.input_size[0])
+        return model.to(dev), x, y
+    built = build_from_factory(spec, num_classes=bundle.num_classes, in_channels=bundle.input_size[0])
+    model = built.model.to(dev)
+    if not built.has_batch:
+        return model, x, y
+    inputs = ({k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in built.inputs.items()}
+              if isinstance(built.inputs, dict) else built.inputs.to(dev))
+    targets = None if built.targets is None else built.targets.to(dev)
+    return model, inputs, targets
 
 
 def _meanfield(spec: str, model: nn.Module, on_data: bool, input_size: tuple[int, ...]) -> Any:
     """The mean-field prediction; for a user's model only on image data, and only if it traces."""
-    from gradlab.models.factory import is_factory_spec
-    from gradlab.training.loop import meanfield_prediction
-
     if not is_factory_spec(spec):
         return meanfield_prediction(model, input_size)
     if not on_data:
@@ -137,21 +144,18 @@ def _meanfield(spec: str, model: nn.Module, on_data: bool, input_size: tuple[int
 
 def format_probe(results: list[ProbeResult], max_rows: int = 200) -> str:
     """The printed form: per-layer norms, first-to-last ratios and the diagnosis."""
-    from gradlab.analysis.collapse import finding_words, similarity_findings
-    from gradlab.analysis.diagnose import format_diagnosis
-
     blocks = []
     for r in results:
-        norms = r.layers[r.layers["metric"].isin(["grad_norm", "act_grad_norm"])]
+        norms = r.layers[r.layers["metric"].isin([M.GRAD_NORM, M.ACT_GRAD_NORM])]
         cells = {(row.layer, row.metric): row.value for row in norms.itertuples()}
         order = norms[["depth", "layer"]].drop_duplicates().sort_values("depth")
         lines = [f"== {r.spec}  ({r.meta['num_params']:,} parameters)"]
-        lines.append(f"{'depth':>5}  {'layer':<32} {'grad_norm':>13} {'act_grad_norm':>13}")
+        lines.append(f"{'depth':>5}  {'layer':<32} {M.GRAD_NORM:>13} {M.ACT_GRAD_NORM:>13}")
         for row in order.head(max_rows).itertuples():
             lines.append(
                 f"{int(row.depth):>5}  {str(row.layer)[:32]:<32} "
-                f"{_fmt(cells.get((row.layer, 'grad_norm')))} "
-                f"{_fmt(cells.get((row.layer, 'act_grad_norm')))}"
+                f"{_fmt(cells.get((row.layer, M.GRAD_NORM)))} "
+                f"{_fmt(cells.get((row.layer, M.ACT_GRAD_NORM)))}"
             )
         if len(order) > max_rows:
             lines.append(f"  ... {len(order) - max_rows} more layers")
@@ -163,8 +167,6 @@ def format_probe(results: list[ProbeResult], max_rows: int = 200) -> str:
 
 def write_probe_report(results: list[ProbeResult], html: str | Path) -> Path:
     """An HTML report of the probes (one step each: the init phase)."""
-    from gradlab.report import build_report
-
     return build_report([r.run() for r in results], Path(html), title="gradlab probe at initialisation")
 
 
