@@ -31,12 +31,17 @@ class ReachedTraining(Exception):
 
 @pytest.fixture
 def no_training(monkeypatch):
+    import gradlab.training.compare
+    import gradlab.training.experiment
     import gradlab.training.loop
 
     def reached(*args, **kwargs):
         raise ReachedTraining
 
+    # Each command reaches the loop through its own module-level name: replace every one.
     monkeypatch.setattr(gradlab.training.loop, "train", reached)
+    for module in (gradlab.training.loop, gradlab.training.compare, gradlab.training.experiment):
+        monkeypatch.setattr(module, "train_run", reached)
 
 
 def check_outcome(result, *, success_codes=(0,)):

@@ -105,7 +105,8 @@ SCHEMA: tuple[Metric, ...] = (
     Metric(TOTAL_GRAD_NORM, "step", _P, "L2 norm", "total gradient norm",
            "L2 norm of all recorded parameter gradients together"),
     Metric(SKIPPED, "step", "optimizer", "flag", "skipped step",
-           "1 where the GradScaler skipped the optimizer step"),
+           "1 where the optimizer step was skipped: by the GradScaler, or by the trainer's "
+           "on_nonfinite='skip'"),
     Metric(LOSS, "step", _T, "value", "training loss", "the training loss of the step's batch"),
     Metric(TRAIN_ACC, "step", _T, "fraction", "training accuracy",
            "accuracy on the step's training batch"),

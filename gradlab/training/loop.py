@@ -289,13 +289,13 @@ class _Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             scalars, bad = self._step(x, y, recorder)
             log.add_scalars(step, scalars)
-            log.add(step, "lr", lr)
+            log.add(step, M.LR, lr)
             if bad:
                 error = self._on_nonfinite(step, log)
                 if error is not None:
                     return error
             if self.scaler is not None:
-                log.add(step, "amp_scale", float(self.scaler.get_scale()))
+                log.add(step, M.AMP_SCALE, float(self.scaler.get_scale()))
             last = step == self.total_steps - 1
             if (step + 1) % config.eval_every == 0 or last:
                 for name, value in self._evaluate().items():
@@ -392,7 +392,7 @@ class _Trainer:
         model.train(was_training)
         if total == 0:
             return {}
-        return {"eval_loss": loss_sum / total, "eval_acc": correct / total}
+        return {M.EVAL_LOSS: loss_sum / total, M.EVAL_ACC: correct / total}
 
     @staticmethod
     def _postfix(pending: list[torch.Tensor]) -> dict[str, str]:
