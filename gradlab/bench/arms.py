@@ -1,6 +1,9 @@
-"""One arm of the benchmark (a model copy, its optimiser, what runs after ``backward()``), and
-the helpers the timing loop needs around it: device synchronisation, dynamo's counters, classes
-of its own for a compiled copy, and the count of values a recorder returns."""
+"""One arm of the benchmark, and the helpers the timing loop needs around it.
+
+An arm is a model copy, its optimiser and what runs after ``backward()``. Beside it: device
+synchronisation, dynamo's counters, classes of its own for a compiled copy, and the count of
+values a recorder returns.
+"""
 
 from __future__ import annotations
 

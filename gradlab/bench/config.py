@@ -87,7 +87,6 @@ class BenchResult:
         return asdict(self)
 
 
-
 def check_config(config: BenchConfig) -> None:
     """Refuse bad settings with a one-line :class:`GradlabError` naming the option to fix."""
 

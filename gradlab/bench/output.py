@@ -67,7 +67,6 @@ def format_bench(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-
 def _memory_lines(result: BenchResult) -> list[str]:
     """What each recorder holds, and each arm's peak device memory above the bare arm's."""
     lines: list[str] = []
