@@ -7,7 +7,7 @@ values a recorder returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -20,8 +20,9 @@ class Arm:
     """A model, its optimiser, and what runs after ``backward()``: one thing being timed."""
 
     def __init__(self, name: str, kind: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 trained: nn.Module, metrics: str | None = None, every: int = 1) -> None:
+                 trained: Callable[..., Any], metrics: str | None = None, every: int = 1) -> None:
         self.name, self.kind, self.metrics, self.every = name, kind, metrics, every
+        # ``trained`` is what the step calls: the model itself, or torch.compile(model).
         self.model, self.optimizer, self.trained = model, optimizer, trained
         self.recorder: Any = None
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -79,3 +80,12 @@ def recorded_values(recorder: Any) -> int:
         n += len(recorder.step_frame())
     return n
 
+
+
+def keeping(arm: Arm, alternative: Callable[[Iterable[torch.Tensor]], Any]) -> Callable[[], None]:
+    """What runs after ``backward()`` for an alternative: compute it, keep the result as a logger would."""
+
+    def after_backward() -> None:
+        arm.last = alternative(arm.params)
+
+    return after_backward

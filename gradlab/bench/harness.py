@@ -22,6 +22,7 @@ This is a benchmark, not a test: nothing here asserts a time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
 import os
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 
 from gradlab.bench.alternatives import HIST_BINS, histc_loop, item_norm_loop
-from gradlab.bench.arms import Arm, device_sync, graph_counters, own_classes, recorded_values
+from gradlab.bench.arms import Arm, device_sync, graph_counters, keeping, own_classes, recorded_values
 from gradlab.bench.config import (
     BARE,
     CONTROL,
@@ -84,7 +85,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
         )
         if arm.recorder is not None:
             holder: dict[str, Any] = {}
-            bench._counted(arm, lambda arm=arm: holder.update(bench.recorder_memory(arm)))  # noqa: B023 (called at once)
+            bench._counted(arm, functools.partial(_update, holder, bench.recorder_memory, arm))
             res.memory = holder
             res.records = res.memory["values_held"]
         if arm.name in peaks:
@@ -101,6 +102,11 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     return BenchResult(config=asdict(config), environment=env, arms=results, rounds=rounds,
                        steps_per_round=per_round, elapsed_s=time.perf_counter() - started,
                        graph_breaks=graph)
+
+
+def _update(holder: dict[str, Any], measure: Callable[[Arm], dict[str, Any]], arm: Arm) -> None:
+    """Fill ``holder`` with what ``measure`` finds for ``arm`` (run inside dynamo's counters)."""
+    holder.update(measure(arm))
 
 
 class Bench:
@@ -169,9 +175,9 @@ class Bench:
             self.arms.append(arm)
         if cfg.alternatives:
             item = self._arm(".item() norm per parameter", ITEM_LOOP)
-            item.after_backward = lambda a=item: setattr(a, "last", item_norm_loop(a.params))
+            item.after_backward = keeping(item, item_norm_loop)
             hist = self._arm(f"histc {HIST_BINS} bins per parameter (wandb-like)", HISTC)
-            hist.after_backward = lambda a=hist: setattr(a, "last", histc_loop(a.params))
+            hist.after_backward = keeping(hist, histc_loop)
             self.arms += [item, hist]
         if cfg.compile:
             for arm in self.arms:
@@ -243,8 +249,7 @@ class Bench:
                         arm = self.arms[i]
                         phases[i].append(arm.count % arm.period)
                         if cfg.compile:
-                            self._counted(arm, lambda arm=arm, i=i: times[i].append(self._timed_step(arm)),  # noqa: B023 (called at once)
-                                          timed=True)
+                            self._counted(arm, functools.partial(self._time_into, times[i], arm), timed=True)
                         else:
                             times[i].append(self._timed_step(arm))
                 gc.enable()
@@ -260,6 +265,9 @@ class Bench:
             if gc_was_enabled:
                 gc.enable()
         return rounds, per_round
+
+    def _time_into(self, times: list[float], arm: Arm) -> None:
+        times.append(self._timed_step(arm))
 
     def _timed_step(self, arm: Arm) -> float:
         """One step in milliseconds, the device idle before it starts and after it ends."""
