@@ -66,6 +66,10 @@ CLIP_NORM_AFTER = "clip_norm_after"
 CLIP_THRESHOLD = "clip_threshold"
 CLIP_FIRED = "clip_fired"
 NONFINITE = "nonfinite"
+LR = "lr"
+AMP_SCALE = "amp_scale"
+EVAL_LOSS = "eval_loss"
+EVAL_ACC = "eval_acc"
 
 _P, _A, _G, _T = "parameters", "activations", "activation gradients", "trainer"
 
@@ -113,6 +117,10 @@ SCHEMA: tuple[Metric, ...] = (
            "the threshold the clipper used at this step"),
     Metric(CLIP_FIRED, "step", _T, "flag", "clipping fired", "1 where the clipper changed the gradient"),
     Metric(NONFINITE, "step", _T, "flag", "non-finite step", "1 where the loss or a gradient was not finite"),
+    Metric(LR, "step", _T, "value", "learning rate", "the learning rate of the first parameter group"),
+    Metric(AMP_SCALE, "step", _T, "value", "loss scale", "the GradScaler's loss scale after the step (fp16)"),
+    Metric(EVAL_LOSS, "step", _T, "value", "held-out loss", "mean loss on the held-out set, at evaluation steps"),
+    Metric(EVAL_ACC, "step", _T, "fraction", "held-out accuracy", "accuracy on the held-out set, at evaluation steps"),
 )
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in SCHEMA}
@@ -123,8 +131,10 @@ LAYER_METRICS: tuple[str, ...] = tuple(m.name for m in SCHEMA if m.scope == "lay
 RECORDER_STEP_METRICS: tuple[str, ...] = (TOTAL_GRAD_NORM,)
 #: Every metric the recorder can be asked for, in layout order.
 RECORDER_METRICS: tuple[str, ...] = LAYER_METRICS + RECORDER_STEP_METRICS
-#: Per-step scalars the training loop keeps, in the order it flushes them.
-TRAINER_STEP_METRICS: tuple[str, ...] = tuple(m.name for m in SCHEMA if m.source == _T)
+#: Per-step scalars the training loop keeps on the device, in the order it flushes them (it
+#: adds the learning rate, the loss scale and the evaluations from the host).
+TRAINER_STEP_METRICS: tuple[str, ...] = (LOSS, TRAIN_ACC, CLIP_NORM_BEFORE, CLIP_NORM_AFTER, CLIP_THRESHOLD,
+                                         CLIP_FIRED, NONFINITE)
 #: The recorder's default set: cheap, needs no forward hooks. A NaN or inf in a layer's
 #: gradient already makes its grad_norm non-finite, so the first non-finite step is found
 #: without the exact count (grad_nonfinite), which costs more passes than the norms themselves.

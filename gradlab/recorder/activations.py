@@ -329,6 +329,16 @@ class ForwardTap:
         """Merges the step's scalars into per-layer values written to ``views``; returns the
         per-metric validity masks. Under torch.distributed the sums cover all ranks.
         ``grad_scale`` is a GradScaler's loss scale, divided out of dL/dh."""
+        sums, alive_idx, alive = self._gather(device, grad_scale)
+        masks = self._write_views(views, sums, device)
+        if alive_idx:
+            masks.update(self._dead_units(views, alive_idx, alive, device))
+        self._clear()
+        return masks
+
+    def _gather(self, device: torch.device, grad_scale: torch.Tensor | float | None
+                ) -> tuple[torch.Tensor, list[int], list[torch.Tensor]]:
+        """The step's per-layer sums (all ranks), and which units were alive, per layer."""
         L = self.num_layers
         acc = torch.float32 if device.type == "mps" else torch.float64
         # Columns: count, sum, sum of squares, non-zeros, inside band, gradient sum of squares,
@@ -374,7 +384,12 @@ class ForwardTap:
             if isinstance(scale, torch.Tensor):
                 scale = scale.to(device=device, dtype=acc)
             sums[:, 5] /= scale * scale
+        return sums, alive_idx, alive
 
+    def _write_views(self, views: dict[str, torch.Tensor], sums: torch.Tensor,
+                     device: torch.device) -> dict[str, np.ndarray]:
+        """Per-layer values from the sums into ``views``; the validity mask of each metric."""
+        L = self.num_layers
         stat = np.zeros(L, dtype=bool)
         stat[self.f_idx] = True
         stat[self.l_idx] = True
@@ -403,15 +418,12 @@ class ForwardTap:
             views[ACT_GRAD_COS_CLASS].copy_(_pair_mean(sums[:, 10], sums[:, 11]))
             views[ACT_GRAD_COS_CLASS].masked_fill_(self._const(self._no_class(L), torch.bool, device), float("nan"))
             masks[ACT_GRAD_COS_CLASS] = _mask(L, self.gc_idx if self.want_grad_cos else self.g_idx)
-        if alive_idx:
-            masks.update(self._dead_units(views, alive_idx, alive, device))
         if ACT_SATURATED_FRAC in views:
             views[ACT_SATURATED_FRAC].copy_((count - sums[:, 4]) / count)
             masks[ACT_SATURATED_FRAC] = stat & self.has_band
         if ACT_GRAD_NORM in views:
             views[ACT_GRAD_NORM].copy_(torch.sqrt(sums[:, 5]))
             masks[ACT_GRAD_NORM] = grad
-        self._clear()
         return masks
 
     def _no_class(self, L: int) -> list[bool]:

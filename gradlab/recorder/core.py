@@ -21,15 +21,12 @@ from gradlab.recorder.finite import FiniteWatch
 from gradlab.recorder.frames import layer_frame, step_frame
 from gradlab.recorder.layers import Layer, LayerSelection, select_layers, unwrap
 from gradlab.recorder.metrics import (
-    ACT_GRAD_NORM,
     ACTIVATION_METRICS,
     DEFAULT_SATURATION_THRESHOLD,
     GRAD_NONFINITE,
     GRAD_NORM,
     LAYER_METRICS,
     PARAM_METRICS,
-    SKIPPED,
-    TOTAL_GRAD_NORM,
     UPDATE_RATIO,
     WEIGHT_NORM,
     check_saturation_threshold,
@@ -37,25 +34,10 @@ from gradlab.recorder.metrics import (
 )
 from gradlab.recorder.optimizers import closure_of, resolve_optimizer
 from gradlab.recorder.paramstats import ParamStats
+from gradlab.recorder.rowlayout import STEP_NAMES, RowLayout
+from gradlab.recorder.schedule import schedule
 
-#: Per-step metric names as they appear in step frames.
-_STEP_NAMES = (TOTAL_GRAD_NORM, SKIPPED)
 _DEFAULT_CAPACITY = 64
-
-
-def _schedule(every: Any) -> Callable[[int], bool]:
-    if callable(every):
-        return lambda step: bool(every(step))
-    if isinstance(every, bool) or not isinstance(every, numbers.Integral):
-        raise GradlabError(
-            f"every must be a positive int or a callable(step) -> bool, got {every!r}: pass e.g. every=10"
-        )
-    if every <= 0:
-        raise GradlabError(
-            f"every must be a positive number of steps, got {every}: pass e.g. every=1 or every=10"
-        )
-    n = int(every)
-    return lambda step: step % n == 0
 
 
 class GradientRecorder:
@@ -110,7 +92,7 @@ class GradientRecorder:
             optimizer = resolve_optimizer(optimizer)  # Accelerate's and Lightning's wrappers
         if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity <= 0:
             raise GradlabError(f"capacity must be a positive int, got {capacity!r}: pass e.g. capacity=64")
-        self._schedule = _schedule(every)
+        self._schedule = schedule(every)
         self.metrics: tuple[str, ...] = parse_metrics(metrics)
         self._threshold = check_saturation_threshold(saturation_threshold)
         self._capacity = int(capacity)
@@ -168,29 +150,10 @@ class GradientRecorder:
 
     # -- layout of a buffer row -------------------------------------------------------------
     def _layout(self) -> None:
-        L = len(self.layers)
-        self._blocks: dict[str, slice] = {}
-        col_layer: list[int] = []
-        col_metric: list[int] = []
-        for mi, m in enumerate(LAYER_METRICS):
-            if m in self.metrics:
-                self._blocks[m] = slice(len(col_layer), len(col_layer) + L)
-                col_layer.extend(range(L))
-                col_metric.extend([mi] * L)
-        self._layer_width = len(col_layer)
-        self._total_col = None
-        if TOTAL_GRAD_NORM in self.metrics:
-            self._total_col = len(col_layer)
-        width = self._layer_width + (self._total_col is not None)
-        self._width = max(width, 1)
-        self._col_layer = np.array(col_layer + [0] * (self._width - len(col_layer)), dtype=np.int64)
-        self._col_metric = np.array(col_metric + [0] * (self._width - len(col_metric)), dtype=np.int64)
-        # step columns: the device ones, then one virtual column per host-made step metric
-        self._step_col_metric = np.zeros(self._width + len(_STEP_NAMES), dtype=np.int64)
-        if self._total_col is not None:
-            self._step_col_metric[self._total_col] = _STEP_NAMES.index(TOTAL_GRAD_NORM)
-        self._skip_col = self._width + _STEP_NAMES.index(SKIPPED)
-        self._step_col_metric[self._skip_col] = _STEP_NAMES.index(SKIPPED)
+        self._row = row = RowLayout.of(self.metrics, len(self.layers))
+        self._blocks, self._layer_width, self._total_col = row.blocks, row.layer_width, row.total_col
+        self._width, self._col_layer, self._col_metric = row.width, row.col_layer, row.col_metric
+        self._step_col_metric, self._skip_col = row.step_col_metric, row.skip_col
 
     def _finalise(self) -> None:
         """At the first step: depth from the forward order, parameters and device fixed."""
@@ -511,24 +474,9 @@ class GradientRecorder:
                 self._scan_nonfinite(ch)
 
     def _scan_nonfinite(self, ch: Chunk) -> None:
-        metric = self._col_metric[ch.cols]
-        names = np.asarray(LAYER_METRICS)[metric]
-        count_cols = names == GRAD_NONFINITE
-        norm_cols = (names == GRAD_NORM) | (names == ACT_GRAD_NORM)
-        bad = (count_cols[None, :] & (ch.values != 0)) | (norm_cols[None, :] & ~np.isfinite(ch.values))
-        rows = np.flatnonzero(bad.any(axis=1))
-        if rows.size == 0:
-            return
-        r = rows[0]
-        step = int(ch.steps[r])
-        if self._nonfinite_first is not None and self._nonfinite_first["step"] <= step:
-            return
-        cols = ch.cols[bad[r]]
-        layers = self._col_layer[cols]
-        # first in backward order: the deepest layer, which the backward pass reaches first
-        k = int(np.argmax(self._depth[layers]))
-        self._nonfinite_first = {"step": step, "layer": int(layers[k]),
-                                 "metric": LAYER_METRICS[int(self._col_metric[cols[k]])]}
+        found = self._row.first_nonfinite(ch, self._depth)
+        if found is not None and (self._nonfinite_first is None or found["step"] < self._nonfinite_first["step"]):
+            self._nonfinite_first = found
 
     def _sync(self) -> None:
         if self._buf is not None:
@@ -556,13 +504,13 @@ class GradientRecorder:
         """All per-step records kept so far (not those drained by :meth:`pop_step_frame`):
         columns step, metric, value."""
         self._sync()
-        return step_frame(self._step_chunks, self._step_col_metric, _STEP_NAMES)
+        return step_frame(self._step_chunks, self._step_col_metric, STEP_NAMES)
 
     def pop_step_frame(self) -> pd.DataFrame:
         """The per-step records since the last pop, which are then forgotten."""
         self._sync()
         chunks, self._step_chunks = self._step_chunks, []
-        return step_frame(chunks, self._step_col_metric, _STEP_NAMES)
+        return step_frame(chunks, self._step_col_metric, STEP_NAMES)
 
     def layer_table(self) -> list[dict[str, Any]]:
         """``[{name, depth, type, num_params}]`` of the recorded layers, in depth order."""
