@@ -190,8 +190,7 @@ def test_synthetic_runs_hold_schema_metrics_in_layout_order():
     assert all(M.metric(m).scope == "layer" for m in LAYER_METRICS)
     run = synthetic_run(steps=4, blocks=(1,), nonfinite_at=2)
     assert list(run.layers["metric"].cat.categories) == list(LAYER_METRICS)
-    trainer_own = {"lr", "eval_loss", "eval_acc"}  # the training loop's columns outside the schema
-    assert all(M.metric(m).scope == "step" for m in set(run.steps["metric"]) - trainer_own)
+    assert all(M.metric(m).scope == "step" for m in set(run.steps["metric"]))
     assert list(make_frame(0, 1)["metric"].cat.categories) == list(METRICS) == list(LAYER_METRICS)
 
 # -- the harness end to end (tiny, CPU) ---------------------------------------------------------------

@@ -145,13 +145,13 @@ def _step_frame(rng: np.random.Generator, steps: int, total: np.ndarray, clip: f
         M.LOSS: (t, 2.3 * np.exp(-t / max(steps / 3, 1)) + 0.1 + rng.normal(0, 0.05, steps)),
         M.TRAIN_ACC: (t, np.clip(0.1 + 0.8 * (1 - np.exp(-t / max(steps / 3, 1))) + rng.normal(0, 0.03, steps),
                                  0, 1)),
-        "lr": (t, np.full(steps, 0.1)),  # the training loop's own columns, outside the metric schema
+        M.LR: (t, np.full(steps, 0.1)),
         M.TOTAL_GRAD_NORM: (t, np.minimum(total, clip) if clip else total),
     }
     every = max(1, steps // 20)
     ev = np.arange(every - 1, steps, every)
-    step_rows["eval_loss"] = (ev, 2.3 * np.exp(-ev / max(steps / 3, 1)) + 0.2)
-    step_rows["eval_acc"] = (ev, 0.1 + 0.7 * (1 - np.exp(-ev / max(steps / 3, 1))))
+    step_rows[M.EVAL_LOSS] = (ev, 2.3 * np.exp(-ev / max(steps / 3, 1)) + 0.2)
+    step_rows[M.EVAL_ACC] = (ev, 0.1 + 0.7 * (1 - np.exp(-ev / max(steps / 3, 1))))
     if clip:
         fired = (total > clip).astype(float)
         step_rows.update({
