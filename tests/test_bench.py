@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -22,8 +23,10 @@ from gradlab.bench.overhead import (
     round_statistic,
     run_bench,
     steps_per_round,
+    write_json,
 )
 from gradlab.cli import main
+from gradlab.common import metrics as M
 from gradlab.errors import GradlabError
 
 TINY = "mlp2:width=8,size=4"  # 3x4x4 inputs, two linear layers
@@ -139,6 +142,56 @@ def test_held_bytes_follows_hook_closures():
     h.hooks = [hook]
     assert held_bytes(h, torch.device("cpu"))["device"] == 256
 
+
+
+class _Slotted:
+    __slots__ = ("state",)
+
+
+class _Owner:
+    def __init__(self) -> None:
+        self.state = torch.zeros(32)  # 128 bytes, held through a bound method
+
+    def hook(self, *_):
+        return self.state
+
+
+def test_held_bytes_follows_bound_methods_slots_views_and_frames():
+    cpu = torch.device("cpu")
+    slotted = _Slotted()
+    slotted.state = torch.zeros(16)  # 64 bytes, held in a slot
+    h = _Holder()
+    h.hooks = [_Owner().hook]
+    h.slotted = slotted
+    before = held_bytes(h, cpu)
+    assert before["device"] == 128 + 64
+    h.view = np.zeros(1000)[:10]  # a view keeps its whole 8000-byte array alive
+    h.frame = pd.DataFrame({"v": np.zeros(1000)})  # 8000 bytes of values
+    after = held_bytes(h, cpu)
+    assert after["device"] == before["device"]
+    assert after["host"] - before["host"] >= 8000 + 8000
+
+
+def test_write_json_writes_strict_json(tmp_path):
+    def refuse(name):
+        raise AssertionError(f"{name} in the file")
+
+    path = write_json({"nan": math.nan, "inf": [math.inf, 1.5], "np": np.float32(2.0), 3: "key"},
+                      tmp_path / "f.json")
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "nan": None, "inf": [None, 1.5], "np": 2.0, "3": "key"}
+
+
+def test_synthetic_runs_hold_schema_metrics_in_layout_order():
+    from gradlab.bench.report import LAYER_METRICS, synthetic_run
+    from gradlab.bench.store import METRICS, make_frame
+
+    assert list(LAYER_METRICS) == M.in_layout_order(LAYER_METRICS)
+    assert all(M.metric(m).scope == "layer" for m in LAYER_METRICS)
+    run = synthetic_run(steps=4, blocks=(1,), nonfinite_at=2)
+    assert list(run.layers["metric"].cat.categories) == list(LAYER_METRICS)
+    assert all(M.metric(m).scope == "step" for m in set(run.steps["metric"]))
+    assert list(make_frame(0, 1)["metric"].cat.categories) == list(METRICS) == list(LAYER_METRICS)
 
 # -- the harness end to end (tiny, CPU) ---------------------------------------------------------------
 def test_arms_start_identical_and_stay_identical():

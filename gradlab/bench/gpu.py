@@ -28,6 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from gradlab.bench.config import CONTROL, HISTC, ITEM_LOOP, BenchConfig, BenchResult
+from gradlab.bench.harness import run_bench
+from gradlab.bench.output import format_bench, write_json, write_text
+
 #: (label, metric set, every, target) of the eager rows.
 EAGER_CASES = (
     ("default metrics, every step", "default", 1, 1.02),
@@ -46,9 +52,9 @@ def _sections(smoke: bool) -> dict[str, Any]:
             "warmup": 10, "eager_seconds": 60.0, "compile_seconds": 20.0, "compile_spec": "resnet34"}
 
 
-def _row(case: str, amp: str, target: float, result: Any, arm_name: str, extra: str = "") -> dict[str, Any]:
+def _row(case: str, amp: str, target: float, result: BenchResult, arm_name: str, extra: str = "") -> dict[str, Any]:
     arm = result.arm(arm_name)
-    control = next((a for a in result.arms if a.kind == "control"), None)
+    control = next((a for a in result.arms if a.kind == CONTROL), None)
     return {
         "case": case, "amp": amp, "target": target,
         "ratio": arm.ratio.median, "q1": arm.ratio.q1, "q3": arm.ratio.q3,
@@ -85,7 +91,96 @@ def _markdown(rows: list[dict[str, Any]], env: dict[str, Any], others: list[dict
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class _Progress:
+    """What the run has measured so far; saved whole after every section, so a cut keeps it."""
+
+    def __init__(self, out: Path, command: str) -> None:
+        self.out, self.command = out, command
+        self.started = time.perf_counter()
+        self.rows: list[dict[str, Any]] = []
+        self.others: list[dict[str, Any]] = []
+        self.sections: dict[str, Any] = {}
+        self.texts: list[str] = []
+        self.env: dict[str, Any] = {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def say(self, msg: str) -> None:
+        print(f"[{self.elapsed():6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    def save(self) -> None:
+        write_json({"command": self.command, "rows": self.rows, "alternatives": self.others,
+                    "sections": self.sections, "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+                    "elapsed_s": self.elapsed()}, self.out / "bench_gpu.json")
+        write_text(self.out / "bench_gpu.md", _markdown(self.rows, self.env, self.others, self.command))
+        write_text(self.out / "bench_gpu.txt", "\n\n".join(self.texts) + "\n")
+
+    def section(self, key: str, config: BenchConfig, smoke: bool) -> BenchResult | None:
+        """Run one section; on failure note it and go on (on the CPU smoke run, raise)."""
+        try:
+            result = run_bench(config, progress=self.say)
+        except Exception as exc:  # keep going: the other sections are worth their device time
+            if smoke:
+                raise
+            self.sections[key] = {"error": f"{type(exc).__name__}: {exc}"}
+            self.say(f"{key.replace('_', ', amp ')} failed: {type(exc).__name__}: {exc}")
+            self.save()
+            return None
+        self.sections[key] = result.to_dict()
+        self.texts.append(format_bench(result))
+        print(self.texts[-1], flush=True)
+        return result
+
+
+def _eager(run: _Progress, s: dict[str, Any], amp: str, smoke: bool) -> None:
+    """The eager rows of one dtype, timed together with the control and the alternatives."""
+    config = BenchConfig(
+        spec=s["spec"], batch_size=s["batch_size"], input_size=s["input_size"], device=s["device"],
+        amp=amp, repeats=s["repeats"], warmup=s["warmup"], max_seconds=s["eager_seconds"],
+        recorder_arms=tuple((m, e) for _, m, e, _ in EAGER_CASES),
+    )
+    run.say(f"eager, amp {amp}")
+    result = run.section(f"eager_{amp}", config, smoke)
+    if result is None:
+        return
+    run.env = result.environment
+    for case, metrics, every, target in EAGER_CASES:
+        run.rows.append(_row(case, amp, target, result, f"gradlab {metrics}, every {every}"))
+    for arm in result.arms:
+        if arm.kind in (ITEM_LOOP, HISTC):
+            run.others.append({"name": arm.name, "amp": amp, "ratio": arm.ratio.median, "q1": arm.ratio.q1,
+                               "q3": arm.ratio.q3, "mean_ratio": arm.mean_ratio})
+    run.save()
+
+
+def _compiled(run: _Progress, s: dict[str, Any], amp: str, smoke: bool) -> None:
+    """The compiled row of one dtype: its ratio, and the graph breaks the recorder causes."""
+    case, metrics, every, target = COMPILED_CASE
+    spec = s["compile_spec"]
+    config = BenchConfig(
+        spec=spec, batch_size=s["batch_size"], input_size=s["input_size"], device=s["device"],
+        amp=amp, repeats=s["repeats"], warmup=max(3, s["warmup"] // 2), compile=True,
+        alternatives=False, control=False, max_seconds=s["compile_seconds"],
+        recorder_arms=((metrics, every),),
+    )
+    run.say(f"compiled, amp {amp} (compiling two copies of {spec})")
+    result = run.section(f"compiled_{amp}", config, smoke)
+    if result is None:
+        return
+    arm_name = f"gradlab {metrics}, every {every}"
+    breaks = (result.graph_breaks or {}).get("caused_by_gradlab", {}).get(arm_name)
+    during = {a.name: (a.compiler or {}).get("graphs_while_timed") for a in result.arms}
+    row = _row(case, amp, target, result, arm_name,
+               extra=f"graph breaks caused by gradlab in the compiled forward: {breaks}; "
+                     f"graphs compiled during timed steps: {during}")
+    row["met"] = bool(row["met"] and breaks == 0)
+    row["graph_breaks_caused"] = breaks
+    run.rows.append(row)
+    run.save()
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gradlab.bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="Directory for bench_gpu.md, .json and .txt.")
     parser.add_argument("--smoke", action="store_true", help="Tiny sizes on the CPU: checks the logic only.")
@@ -93,13 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Seconds the whole run may take: the compiled bf16 case is left out when "
                              "less than 100 s of it is left.")
     parser.add_argument("--no-compile", action="store_true", help="Leave out the torch.compile cases.")
-    args = parser.parse_args(argv)
+    return parser
 
-    import torch
 
-    from gradlab.bench.overhead import BenchConfig, format_bench, run_bench, write_json, write_text
-
-    started = time.perf_counter()
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every section, saving after each; 2 when there is no CUDA device and no ``--smoke``."""
+    args = _parser().parse_args(argv)
     s = _sections(args.smoke)
     if not args.smoke and not torch.cuda.is_available():
         print("no CUDA device here: run this on a GPU machine, or pass --smoke to check the logic on the CPU",
@@ -109,89 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True  # as training scripts usually set it; same for every arm
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m gradlab.bench.gpu --out DIR" + (" --smoke" if args.smoke else "")
-    rows: list[dict[str, Any]] = []
-    others: list[dict[str, Any]] = []
-    sections: dict[str, Any] = {}
-    texts: list[str] = []
-    env: dict[str, Any] = {}
-
-    def save() -> None:
-        write_json({"command": command, "rows": rows, "alternatives": others, "sections": sections,
-                    "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-                    "elapsed_s": time.perf_counter() - started}, out / "bench_gpu.json")
-        write_text(out / "bench_gpu.md", _markdown(rows, env, others, command))
-        write_text(out / "bench_gpu.txt", "\n\n".join(texts) + "\n")
-
-    def progress(msg: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f} s] {msg}", file=sys.stderr, flush=True)
-
+    run = _Progress(out, "python -m gradlab.bench.gpu --out DIR" + (" --smoke" if args.smoke else ""))
     for amp in ("none", "bf16"):
-        config = BenchConfig(
-            spec=s["spec"], batch_size=s["batch_size"], input_size=s["input_size"], device=s["device"],
-            amp=amp, repeats=s["repeats"], warmup=s["warmup"], max_seconds=s["eager_seconds"],
-            recorder_arms=tuple((m, e) for _, m, e, _ in EAGER_CASES),
-        )
-        progress(f"eager, amp {amp}")
-        try:
-            result = run_bench(config, progress=progress)
-        except Exception as exc:  # keep going: the other sections are worth their device time
-            if args.smoke:
-                raise
-            sections[f"eager_{amp}"] = {"error": f"{type(exc).__name__}: {exc}"}
-            progress(f"eager, amp {amp} failed: {type(exc).__name__}: {exc}")
-            save()
-            continue
-        env = result.environment
-        sections[f"eager_{amp}"] = result.to_dict()
-        texts.append(format_bench(result))
-        print(texts[-1], flush=True)
-        for case, metrics, every, target in EAGER_CASES:
-            rows.append(_row(case, amp, target, result, f"gradlab {metrics}, every {every}"))
-        for arm in result.arms:
-            if arm.kind in ("item", "histc"):
-                others.append({"name": arm.name, "amp": amp, "ratio": arm.ratio.median, "q1": arm.ratio.q1,
-                               "q3": arm.ratio.q3, "mean_ratio": arm.mean_ratio})
-        save()
-
-    if not args.no_compile:
-        for amp in ("none", "bf16"):
-            left = args.budget_s - (time.perf_counter() - started)
-            if amp == "bf16" and left < 100:
-                progress(f"skipping the compiled bf16 case: {left:.0f} s of the budget left")
-                break
-            case, metrics, every, target = COMPILED_CASE
-            spec = s["compile_spec"]
-            config = BenchConfig(
-                spec=spec, batch_size=s["batch_size"], input_size=s["input_size"], device=s["device"],
-                amp=amp, repeats=s["repeats"], warmup=max(3, s["warmup"] // 2), compile=True,
-                alternatives=False, control=False, max_seconds=s["compile_seconds"],
-                recorder_arms=((metrics, every),),
-            )
-            progress(f"compiled, amp {amp} (compiling two copies of {spec})")
-            try:
-                result = run_bench(config, progress=progress)
-            except Exception as exc:  # keep what the other sections measured
-                if args.smoke:
-                    raise
-                sections[f"compiled_{amp}"] = {"error": f"{type(exc).__name__}: {exc}"}
-                progress(f"compiled, amp {amp} failed: {type(exc).__name__}: {exc}")
-                save()
-                continue
-            sections[f"compiled_{amp}"] = result.to_dict()
-            texts.append(format_bench(result))
-            print(texts[-1], flush=True)
-            arm_name = f"gradlab {metrics}, every {every}"
-            breaks = (result.graph_breaks or {}).get("caused_by_gradlab", {}).get(arm_name)
-            during = {a.name: (a.compiler or {}).get("graphs_while_timed") for a in result.arms}
-            row = _row(case, amp, target, result, arm_name,
-                       extra=f"graph breaks caused by gradlab in the compiled forward: {breaks}; "
-                             f"graphs compiled during timed steps: {during}")
-            row["met"] = bool(row["met"] and breaks == 0)
-            row["graph_breaks_caused"] = breaks
-            rows.append(row)
-            save()
-    progress(f"done: {out / 'bench_gpu.md'}")
+        _eager(run, s, amp, args.smoke)
+    for amp in () if args.no_compile else ("none", "bf16"):
+        left = args.budget_s - run.elapsed()
+        if amp == "bf16" and left < 100:
+            run.say(f"skipping the compiled bf16 case: {left:.0f} s of the budget left")
+            break
+        _compiled(run, s, amp, args.smoke)
+    run.say(f"done: {out / 'bench_gpu.md'}")
     print((out / "bench_gpu.md").read_text())
     return 0
 

@@ -22,9 +22,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from plotly.offline import get_plotlyjs
 
-LAYER_METRICS = ("grad_norm", "weight_norm", "update_ratio", "act_grad_norm", "act_mean",
-                 "act_std", "act_zero_frac", "act_saturated_frac", "grad_nonfinite")
+from gradlab.bench.synthetic_metrics import SYNTHETIC_LAYER_METRICS
+from gradlab.common import metrics as M
+from gradlab.report import build_report, report_from_dirs
+from gradlab.store import Run, RunWriter
+
+#: The layer metrics a generated run holds (every one the schema gives a weight layer cheaply).
+LAYER_METRICS = SYNTHETIC_LAYER_METRICS
 
 
 def resnet_like_layers(blocks: Sequence[int] = (3, 8, 36, 3), convs_per_block: int = 3) -> list[dict[str, Any]]:
@@ -55,7 +61,7 @@ def resnet_like_layers(blocks: Sequence[int] = (3, 8, 36, 3), convs_per_block: i
 def synthetic_run(*, steps: int = 10_000, blocks: Sequence[int] = (3, 8, 36, 3), decay: float = 0.0,
                   name: str = "resnet152-like", seed: int = 0, clip: float | None = 1.0,
                   nonfinite_at: int | None = None, path: str | os.PathLike[str] = "generated",
-                  metrics: Sequence[str] = LAYER_METRICS, every_module: bool = False):
+                  metrics: Sequence[str] = LAYER_METRICS, every_module: bool = False) -> Run:
     """A :class:`gradlab.store.Run` with plausible values, recorded on every step.
 
     ``decay`` is the decades lost per weight layer toward the input (0 = flat profile).
@@ -63,74 +69,15 @@ def synthetic_run(*, steps: int = 10_000, blocks: Sequence[int] = (3, 8, 36, 3),
     ``every_module`` records every module of the table (BatchNorm, ReLU, pooling too: 364 for
     ResNet-152), not only the convolutional and linear layers (156).
     """
-    from gradlab.store import Run
-
     rng = np.random.default_rng(seed)
     table = resnet_like_layers(blocks)
     weights = table if every_module else [e for e in table if e["type"] in ("Conv2d", "Linear")]
-    n_layers = len(weights)
-    depth = np.array([e["depth"] for e in weights])
-    pos = np.arange(n_layers)
-    t = np.arange(steps)
-    # log10 norm: a profile across depth, a slow drift over time, noise, and a few spikes.
-    profile = -decay * (n_layers - 1 - pos) - 2.0
-    drift = -0.5 * np.log10(1 + t / max(steps / 10, 1))
-    spikes = np.zeros(steps)
-    spikes[rng.choice(steps, size=max(1, steps // 500), replace=False)] = 1.5
-    base = profile[:, None] + drift[None, :] + spikes[None, :]
-    values: dict[str, np.ndarray] = {
-        "grad_norm": 10 ** (base + rng.normal(0, 0.15, base.shape)),
-        "act_grad_norm": 10 ** (base - 1 + rng.normal(0, 0.1, base.shape)),
-        "weight_norm": np.broadcast_to(np.linspace(5, 20, n_layers)[:, None], base.shape).copy(),
-        "update_ratio": 10 ** (-3 + 0.3 * drift[None, :] + rng.normal(0, 0.2, base.shape)),
-        "act_mean": rng.normal(0.3, 0.05, base.shape),
-        "act_std": np.abs(rng.normal(1.0, 0.1, base.shape)) * (1 + 0.01 * pos[:, None]),
-        "act_zero_frac": np.clip(rng.normal(0.3, 0.05, base.shape), 0, 1),
-        "act_saturated_frac": np.zeros(base.shape),
-        "grad_nonfinite": np.zeros(base.shape),
-    }
-    if nonfinite_at is not None and 0 <= nonfinite_at < steps:
-        values["grad_norm"][:3, nonfinite_at:] = np.nan
-        values["act_grad_norm"][:3, nonfinite_at:] = np.inf
-        values["grad_nonfinite"][:3, nonfinite_at:] = 1.0
-    cells = n_layers * steps
-    metric_list = [m for m in metrics if m in values]
-    layer_codes = np.tile(np.repeat(np.arange(n_layers, dtype=np.int32), 1), steps)
-    frame = pd.DataFrame({
-        "step": np.tile(np.repeat(t, n_layers), len(metric_list)).astype(np.int64),
-        "layer": pd.Categorical.from_codes(np.tile(layer_codes, len(metric_list)),
-                                           categories=[e["name"] for e in weights]),
-        "depth": np.tile(np.tile(depth, steps), len(metric_list)).astype(np.int32),
-        "metric": pd.Categorical.from_codes(np.repeat(np.arange(len(metric_list), dtype=np.int32), cells),
-                                            categories=metric_list),
-        "value": np.concatenate([values[m].T.ravel() for m in metric_list]),
-    })
-    total = np.sqrt((values["grad_norm"] ** 2).sum(axis=0))
-    step_rows: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        "loss": (t, 2.3 * np.exp(-t / max(steps / 3, 1)) + 0.1 + rng.normal(0, 0.05, steps)),
-        "train_acc": (t, np.clip(0.1 + 0.8 * (1 - np.exp(-t / max(steps / 3, 1))) + rng.normal(0, 0.03, steps), 0, 1)),
-        "lr": (t, np.full(steps, 0.1)),
-        "total_grad_norm": (t, np.minimum(total, clip) if clip else total),
-    }
-    every = max(1, steps // 20)
-    ev = np.arange(every - 1, steps, every)
-    step_rows["eval_loss"] = (ev, 2.3 * np.exp(-ev / max(steps / 3, 1)) + 0.2)
-    step_rows["eval_acc"] = (ev, 0.1 + 0.7 * (1 - np.exp(-ev / max(steps / 3, 1))))
-    if clip:
-        fired = (total > clip).astype(float)
-        step_rows.update({
-            "clip_threshold": (t, np.full(steps, clip)),
-            "clip_fired": (t, fired),
-            "clip_norm_before": (t, total),
-            "clip_norm_after": (t, np.minimum(total, clip)),
-        })
-    if nonfinite_at is not None and 0 <= nonfinite_at < steps:
-        step_rows["nonfinite"] = (np.array([nonfinite_at]), np.array([1.0]))
-    steps_frame = pd.concat(
-        [pd.DataFrame({"step": s.astype(np.int64), "metric": m, "value": v.astype(float)})
-         for m, (s, v) in step_rows.items()], ignore_index=True,
-    ).sort_values("step", kind="stable", ignore_index=True)
-    steps_frame["metric"] = steps_frame["metric"].astype("category")
+    # A first non-finite step outside the run is named in the meta but marks no value.
+    nonfinite_at_in_run = nonfinite_at if nonfinite_at is not None and 0 <= nonfinite_at < steps else None
+    values = _layer_values(rng, len(weights), steps, decay, nonfinite_at_in_run)
+    frame = _layer_frame(values, weights, steps, [m for m in metrics if m in values])
+    total = np.sqrt((values[M.GRAD_NORM] ** 2).sum(axis=0))
+    steps_frame = _step_frame(rng, steps, total, clip, nonfinite_at_in_run)
     meta = {
         "name": name, "model": name, "status": "finished", "num_steps": steps,
         "spec": {"model": name, "steps": steps, "clip": f"norm:{clip}" if clip else "none", "lr": 0.1,
@@ -142,10 +89,89 @@ def synthetic_run(*, steps: int = 10_000, blocks: Sequence[int] = (3, 8, 36, 3),
     return Run(path=Path(path), meta=meta, layers=frame, steps=steps_frame)
 
 
+def _layer_values(rng: np.random.Generator, n_layers: int, steps: int, decay: float,
+                  nonfinite_at: int | None) -> dict[str, np.ndarray]:
+    """(layers, steps) arrays of every synthetic layer metric."""
+    pos = np.arange(n_layers)
+    t = np.arange(steps)
+    # log10 norm: a profile across depth, a slow drift over time, noise, and a few spikes.
+    profile = -decay * (n_layers - 1 - pos) - 2.0
+    drift = -0.5 * np.log10(1 + t / max(steps / 10, 1))
+    spikes = np.zeros(steps)
+    spikes[rng.choice(steps, size=max(1, steps // 500), replace=False)] = 1.5
+    base = profile[:, None] + drift[None, :] + spikes[None, :]
+    values: dict[str, np.ndarray] = {
+        M.GRAD_NORM: 10 ** (base + rng.normal(0, 0.15, base.shape)),
+        M.ACT_GRAD_NORM: 10 ** (base - 1 + rng.normal(0, 0.1, base.shape)),
+        M.WEIGHT_NORM: np.broadcast_to(np.linspace(5, 20, n_layers)[:, None], base.shape).copy(),
+        M.UPDATE_RATIO: 10 ** (-3 + 0.3 * drift[None, :] + rng.normal(0, 0.2, base.shape)),
+        M.ACT_MEAN: rng.normal(0.3, 0.05, base.shape),
+        M.ACT_STD: np.abs(rng.normal(1.0, 0.1, base.shape)) * (1 + 0.01 * pos[:, None]),
+        M.ACT_ZERO_FRAC: np.clip(rng.normal(0.3, 0.05, base.shape), 0, 1),
+        M.ACT_SATURATED_FRAC: np.zeros(base.shape),
+        M.GRAD_NONFINITE: np.zeros(base.shape),
+    }
+    if nonfinite_at is not None:
+        values[M.GRAD_NORM][:3, nonfinite_at:] = np.nan
+        values[M.ACT_GRAD_NORM][:3, nonfinite_at:] = np.inf
+        values[M.GRAD_NONFINITE][:3, nonfinite_at:] = 1.0
+    return values
+
+
+def _layer_frame(values: dict[str, np.ndarray], weights: list[dict[str, Any]], steps: int,
+                 metric_list: list[str]) -> pd.DataFrame:
+    """The long layer table (step, layer, depth, metric, value) of ``metric_list``."""
+    n_layers = len(weights)
+    depth = np.array([e["depth"] for e in weights])
+    t = np.arange(steps)
+    cells = n_layers * steps
+    layer_codes = np.tile(np.repeat(np.arange(n_layers, dtype=np.int32), 1), steps)
+    return pd.DataFrame({
+        "step": np.tile(np.repeat(t, n_layers), len(metric_list)).astype(np.int64),
+        "layer": pd.Categorical.from_codes(np.tile(layer_codes, len(metric_list)),
+                                           categories=[e["name"] for e in weights]),
+        "depth": np.tile(np.tile(depth, steps), len(metric_list)).astype(np.int32),
+        "metric": pd.Categorical.from_codes(np.repeat(np.arange(len(metric_list), dtype=np.int32), cells),
+                                            categories=metric_list),
+        "value": np.concatenate([values[m].T.ravel() for m in metric_list]),
+    })
+
+
+def _step_frame(rng: np.random.Generator, steps: int, total: np.ndarray, clip: float | None,
+                nonfinite_at: int | None) -> pd.DataFrame:
+    """The per-step table of a clipped run: loss, accuracy, evaluation, total norm, clipping."""
+    t = np.arange(steps)
+    step_rows: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        M.LOSS: (t, 2.3 * np.exp(-t / max(steps / 3, 1)) + 0.1 + rng.normal(0, 0.05, steps)),
+        M.TRAIN_ACC: (t, np.clip(0.1 + 0.8 * (1 - np.exp(-t / max(steps / 3, 1))) + rng.normal(0, 0.03, steps),
+                                 0, 1)),
+        M.LR: (t, np.full(steps, 0.1)),
+        M.TOTAL_GRAD_NORM: (t, np.minimum(total, clip) if clip else total),
+    }
+    every = max(1, steps // 20)
+    ev = np.arange(every - 1, steps, every)
+    step_rows[M.EVAL_LOSS] = (ev, 2.3 * np.exp(-ev / max(steps / 3, 1)) + 0.2)
+    step_rows[M.EVAL_ACC] = (ev, 0.1 + 0.7 * (1 - np.exp(-ev / max(steps / 3, 1))))
+    if clip:
+        fired = (total > clip).astype(float)
+        step_rows.update({
+            M.CLIP_THRESHOLD: (t, np.full(steps, clip)),
+            M.CLIP_FIRED: (t, fired),
+            M.CLIP_NORM_BEFORE: (t, total),
+            M.CLIP_NORM_AFTER: (t, np.minimum(total, clip)),
+        })
+    if nonfinite_at is not None:
+        step_rows[M.NONFINITE] = (np.array([nonfinite_at]), np.array([1.0]))
+    steps_frame = pd.concat(
+        [pd.DataFrame({"step": s.astype(np.int64), "metric": m, "value": v.astype(float)})
+         for m, (s, v) in step_rows.items()], ignore_index=True,
+    ).sort_values("step", kind="stable", ignore_index=True)
+    steps_frame["metric"] = steps_frame["metric"].astype("category")
+    return steps_frame
+
+
 def store_runs(generated: Sequence[Any], root: str | os.PathLike[str]) -> list[Path]:
     """Write generated runs as run directories with the store's writer (as training would)."""
-    from gradlab.store import RunWriter
-
     dirs = []
     for run in generated:
         path = Path(root) / str(run.meta["name"])
@@ -163,10 +189,6 @@ def bench(steps: int = 10_000, runs: int = 1, out: str | None = None, plotlyjs: 
     With ``store`` the runs are first written as run directories there, and the build time
     includes reading them back (what ``gradlab report`` does).
     """
-    from plotly.offline import get_plotlyjs
-
-    from gradlab.report import build_report, report_from_dirs
-
     t0 = time.perf_counter()
     generated = [synthetic_run(steps=steps, name=f"resnet152-like-{i}", seed=i, decay=0.02 * i,
                                every_module=every_module) for i in range(runs)]

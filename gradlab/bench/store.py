@@ -23,11 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from gradlab.bench.synthetic_metrics import SYNTHETIC_LAYER_METRICS
+from gradlab.store import RunWriter, load_run
+
 LAYERS = 150
-METRICS = (
-    "grad_norm", "weight_norm", "update_ratio", "act_grad_norm", "act_mean", "act_std",
-    "act_zero_frac", "act_saturated_frac", "grad_nonfinite",
-)
+#: The metrics of every layer and step, as a fully recorded weight layer has them.
+METRICS = SYNTHETIC_LAYER_METRICS
 
 
 def _peak_rss_mib() -> float:
@@ -46,11 +50,8 @@ def _rss_now_mib() -> float:
     return float("nan")
 
 
-def make_frame(first_step: int, steps: int, seed: int = 0):
+def make_frame(first_step: int, steps: int, seed: int = 0) -> pd.DataFrame:
     """Per-layer records of ``steps`` recorded steps starting at ``first_step``."""
-    import numpy as np
-    import pandas as pd
-
     per_step = LAYERS * len(METRICS)
     n = steps * per_step
     rng = np.random.default_rng(seed + first_step)
@@ -72,8 +73,6 @@ def make_frame(first_step: int, steps: int, seed: int = 0):
 
 
 def _write_phase(path: Path, rows: int, steps_per_flush: int, one_frame: bool) -> dict[str, Any]:
-    from gradlab.store import RunWriter
-
     base = _rss_now_mib()
     per_step = LAYERS * len(METRICS)
     total_steps = -(-rows // per_step)
@@ -105,8 +104,6 @@ def _write_phase(path: Path, rows: int, steps_per_flush: int, one_frame: bool) -
 
 
 def _read_phase(path: Path) -> dict[str, Any]:
-    from gradlab.store import load_run
-
     base = _rss_now_mib()
     start = time.perf_counter()
     run = load_run(path)

@@ -54,7 +54,9 @@ def bench(spec: str, batch_size: int, input_size: int | None, device: str, amp: 
           --metrics default --metrics all --every 1 --every 10
       gradlab bench tv:resnet50 --batch-size 32 --compile --json bench.json
     """
-    from gradlab.bench.overhead import BenchConfig, format_bench, run_bench, write_json
+    from gradlab.bench.config import BenchConfig
+    from gradlab.bench.harness import run_bench
+    from gradlab.bench.output import format_bench, write_json
     from gradlab.training.preflight import check_output_file
 
     check_output_file(json_path, "--json")  # before the benchmark, not after it
