@@ -12,6 +12,7 @@ from gradlab.errors import GradlabError
 from gradlab.models import registry
 from gradlab.models.init import apply_init
 from gradlab.models.spec import TV_PREFIX, ModelSpec, parse_spec
+from gradlab.models.tv import build_tv, tv_input_size
 
 
 def _count(value: Any, argument: str) -> int | None:
@@ -52,8 +53,6 @@ def resolve_options(spec: str | ModelSpec, num_classes: int | None = None,
 
 def _construct(parsed: ModelSpec, options: dict[str, Any]) -> nn.Module:
     if parsed.family == "torchvision":
-        from gradlab.models.tv import build_tv
-
         return build_tv(parsed.name[len(TV_PREFIX):], options["classes"], options["in_channels"])
     entry = registry.lookup(parsed.name)
     assert entry is not None  # parse_spec refused unknown names
@@ -87,8 +86,6 @@ def native_input_size(spec: str | ModelSpec, in_channels: int | None = None) -> 
     parsed, options = resolve_options(spec, None, in_channels)
     channels = options["in_channels"]
     if parsed.family == "torchvision":
-        from gradlab.models.tv import tv_input_size
-
         return tv_input_size(parsed.name[len(TV_PREFIX):], channels)
     if parsed.family == "mlp":
         return (channels, options["size"], options["size"])

@@ -15,6 +15,7 @@ from typing import Any
 from gradlab.errors import GradlabError
 from gradlab.models import registry
 from gradlab.models.options import KEY_ALIASES, OPTIONS
+from gradlab.models.tv import check_tv_name
 
 TV_PREFIX = "tv:"
 _TV_DEFAULTS = {"classes": 1000}
@@ -120,8 +121,6 @@ def parse_spec(spec: str | ModelSpec) -> ModelSpec:
         raise GradlabError("empty model spec: give a name such as resnet34 (see `gradlab models`)")
     name, text = _split(spec)
     if name.startswith(TV_PREFIX):
-        from gradlab.models.tv import check_tv_name
-
         check_tv_name(name[len(TV_PREFIX):])
         defaults, family = dict(_TV_DEFAULTS), "torchvision"
     else:
