@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 Scope = Literal["layer", "step"]
 Source = Literal["parameters", "activations", "activation gradients", "optimizer", "trainer"]
@@ -71,7 +71,10 @@ AMP_SCALE = "amp_scale"
 EVAL_LOSS = "eval_loss"
 EVAL_ACC = "eval_acc"
 
-_P, _A, _G, _T = "parameters", "activations", "activation gradients", "trainer"
+_P: Final = "parameters"
+_A: Final = "activations"
+_G: Final = "activation gradients"
+_T: Final = "trainer"
 
 SCHEMA: tuple[Metric, ...] = (
     Metric(GRAD_NORM, "layer", _P, "L2 norm", "weight-gradient norm",
