@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -16,6 +15,7 @@ from torch import nn
 from gradlab.errors import GradlabError
 from gradlab.recorder import dist as rdist
 from gradlab.recorder.activations import ForwardTap
+from gradlab.recorder.arguments import check_capacity, check_model, check_scaler
 from gradlab.recorder.buffer import Chunk, RecordBuffer, split_rows
 from gradlab.recorder.finite import FiniteWatch
 from gradlab.recorder.frames import layer_frame, step_frame
@@ -84,15 +84,10 @@ class GradientRecorder:
         capacity: int = _DEFAULT_CAPACITY,
         scaler: Any = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise GradlabError(
-                f"GradientRecorder needs a torch.nn.Module, got {type(model).__name__}: "
-                "pass the model itself, e.g. GradientRecorder(model)"
-            )
+        check_model(model)
         if optimizer is not None:
             optimizer = resolve_optimizer(optimizer)  # Accelerate's and Lightning's wrappers
-        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity <= 0:
-            raise GradlabError(f"capacity must be a positive int, got {capacity!r}: pass e.g. capacity=64")
+        check_capacity(capacity)
         self._schedule = schedule(every)
         self.metrics: tuple[str, ...] = parse_metrics(metrics)
         self._threshold = check_saturation_threshold(saturation_threshold)
@@ -101,11 +96,7 @@ class GradientRecorder:
         self.layers: list[Layer] = select_layers(self._root, layers)
         self._ranks = rdist.current_ranks()
         self._optimizer = optimizer
-        if scaler is not None and not hasattr(scaler, "get_scale"):
-            raise GradlabError(
-                f"scaler= must be a torch.amp.GradScaler, got {type(scaler).__name__}: "
-                "pass the loop's scaler or leave it out"
-            )
+        check_scaler(scaler)
         self._scaler = scaler
 
         self._want_params = bool(set(self.metrics) & PARAM_METRICS)
@@ -135,6 +126,9 @@ class GradientRecorder:
 
         self._next = self._schedule(0)
         self._last_grads: list[tuple[Any, int]] | None = None  # which gradients the last step saw
+        self._attach(optimizer)
+
+    def _attach(self, optimizer: torch.optim.Optimizer | None) -> None:
         try:
             self._tap.attach()  # the first forward teaches the depth order
             self._tap.arm(self._next)
