@@ -59,6 +59,7 @@ ALLOWED: dict[str, set[str]] = {
 #: ``__init__`` resolves its public names lazily (PEP 562) for the same reason.
 DEFERRED_ALLOWED_IN = ("gradlab/cli/", "gradlab/__init__.py")
 MAX_LINES = 600
+MAX_FUNCTION_LINES = 60
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,15 @@ def test_no_module_is_longer_than_a_reader_can_hold():
     long = {p.relative_to(PACKAGE.parent).as_posix(): n for p in _all_files()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = [f"{p.relative_to(PACKAGE.parent).as_posix()}:{node.lineno} {node.name} ({n} lines)"
+            for p in _all_files()
+            for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES]
+    assert long == []
 
 
 def test_every_package_is_in_a_layer():
