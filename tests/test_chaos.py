@@ -84,9 +84,10 @@ def test_killed_and_interrupted_runs_hold_a_prefix_of_the_reference_rows(tmp_pat
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 1.5))
         process.send_signal(sig)
-        process.wait(timeout=120)
+        _, stderr = process.communicate(timeout=120)
         run = load_run(the_run(out))
-        assert run.status in ("stopped", "finished")
+        # On failure, say what the run recorded and what the process printed.
+        assert run.status in ("stopped", "finished"), (sig, run.meta.get("error"), stderr[-2000:])
         assert_prefix(run.steps, reference.steps, ["step", "metric"])
         assert_prefix(run.layers, reference.layers, ["step", "layer", "metric"])
         done = run.meta.get("steps_done")
