@@ -36,11 +36,12 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     For libraries that write to a path themselves (Parquet, a browser's screenshot). When the
     block ends normally the file is synced and renamed over ``path``, and the rename made
     durable; when it raises (Ctrl-C included) the temporary file is removed. A process killed
-    inside the block leaves a hidden ``.NAME.XXXXXXXX.tmp`` that readers skip and the next
-    write of ``path`` removes.
+    inside the block leaves a hidden ``.NAME.XXXXXXXX.tmp``; readers skip it, and the caller
+    owns its removal (the run store removes them when a writer opens the run). No directory is
+    scanned here: the store writes a new part per flush, and a scan per write would cost a
+    listing of every part so far.
     """
     path = Path(path)
-    _remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
